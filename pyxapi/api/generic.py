@@ -1,0 +1,138 @@
+"""The messages the data model generates for every class, implemented once.
+
+`generic_handler(model_class, message)` returns the handler for an implicit
+message (getter, setter, record, create, …) or None when the name is not one
+of the generated shapes. Handlers take (ctx, args) with args already checked.
+"""
+from __future__ import annotations
+
+from ..db.query import compile_filter
+from ..errors import ApiError
+from ..model import Class, Message
+from ..model.types import Record, Ref
+from ..model.values import NULL_REF, from_wire
+
+
+def generic_handler(c: Class, msg: Message):
+    name = msg.name
+    cls = c.name
+    fields = c.fields
+
+    if name == "get_record":
+        return lambda ctx, a: ctx.store.record(cls, a[0])
+    if name == "get_all":
+        return lambda ctx, a: ctx.store.refs(cls)
+    if name == "get_all_records":
+        return lambda ctx, a: _all_records(ctx.store, cls)
+    if name == "get_all_records_where":
+        return lambda ctx, a: _records_where(ctx.store, cls, a[0])
+    if name == "get_by_uuid":
+        return lambda ctx, a: _by_uuid(ctx.store, cls, a[0])
+    if name == "get_by_name_label":
+        return lambda ctx, a: ctx.store.find(cls, name_label=a[0])
+    if name == "create" and isinstance(msg.params[-1].type, Record):
+        return lambda ctx, a: create_from_record(ctx, cls, a[0])
+    if name == "destroy":
+        return lambda ctx, a: ctx.store.destroy(cls, a[0])
+    if name.startswith("get_") and name[4:] in fields:
+        field = name[4:]
+        return lambda ctx, a: ctx.store.field(cls, a[0], field)
+    if name.startswith("set_") and name[4:] in fields:
+        field = name[4:]
+        return lambda ctx, a: ctx.store.update(cls, a[0], {field: a[1]})
+    if name.startswith("add_to_") and name[7:] in fields:
+        return _map_add(cls, name[7:])
+    if name.startswith("remove_from_") and name[12:] in fields:
+        return _map_remove(cls, name[12:])
+    if name.startswith("add_") and name[4:] in fields:
+        return _set_add(cls, name[4:])
+    if name.startswith("remove_") and name[7:] in fields:
+        return _set_remove(cls, name[7:])
+    return None
+
+
+def _all_records(store, cls):
+    record = store.record
+    return {ref: record(cls, ref) for ref in store.tables[cls]}
+
+
+def _records_where(store, cls, expr):
+    match = compile_filter(expr)
+    out = {}
+    for ref in store.tables[cls]:
+        rec = store.record(cls, ref)
+        if match(rec):
+            out[ref] = rec
+    return out
+
+
+def _by_uuid(store, cls, uuid):
+    ref = store.by_uuid(cls, uuid)
+    if ref is None:
+        raise ApiError("UUID_INVALID", cls, uuid)
+    return ref
+
+
+def _map_add(cls, field):
+    def add(ctx, a):
+        ref, key, value = a
+        row = ctx.store.get(cls, ref)
+        if key in row[field]:
+            raise ApiError("MAP_DUPLICATE_KEY", cls, field, row.get("uuid", ref), key)
+        ctx.store.update(cls, ref, {field: {**row[field], key: value}})
+
+    return add
+
+
+def _map_remove(cls, field):
+    def remove(ctx, a):
+        ref, key = a
+        current = ctx.store.get(cls, ref)[field]
+        if key in current:
+            ctx.store.update(cls, ref, {field: {k: v for k, v in current.items() if k != key}})
+
+    return remove
+
+
+def _set_add(cls, field):
+    def add(ctx, a):
+        ref, value = a
+        current = ctx.store.get(cls, ref)[field]
+        if value not in current:
+            ctx.store.update(cls, ref, {field: [*current, value]})
+
+    return add
+
+
+def _set_remove(cls, field):
+    def remove(ctx, a):
+        ref, value = a
+        current = ctx.store.get(cls, ref)[field]
+        if value in current:
+            ctx.store.update(cls, ref, {field: [v for v in current if v != value]})
+
+    return remove
+
+
+def check_record(ctx, cls: str, given: dict, *, ignore: tuple = ()) -> dict:
+    """Check a `<class> record` argument field by field, the way `create` takes it.
+
+    Unknown keys are ignored (clients send whole records back); refs must
+    exist or be NULL.
+    """
+    c = ctx.store.model.classes[cls]
+    out = {}
+    for name, value in given.items():
+        f = c.fields.get(name)
+        if f is None or name in c.derived or name in ignore:
+            continue
+        v = from_wire(f.type, value, name)
+        if isinstance(f.type, Ref) and v != NULL_REF and not ctx.store.exists(f.type.cls, v):
+            raise ApiError("HANDLE_INVALID", f.type.cls, v)
+        out[name] = v
+    return out
+
+
+def create_from_record(ctx, cls: str, given: dict) -> str:
+    fields = check_record(ctx, cls, given, ignore=("uuid",))
+    return ctx.store.create(cls, fields)

@@ -1,0 +1,19 @@
+"""session.*: login and logout (the other session messages are generated)."""
+from __future__ import annotations
+
+from .registry import action
+
+
+@action("session.login_with_password")
+async def login_with_password(ctx, uname, pwd, version="", originator=""):
+    return await ctx.app.sessions.login(uname, pwd, originator)
+
+
+@action("session.slave_local_login_with_password")
+async def slave_local_login_with_password(ctx, uname, pwd):
+    return await ctx.app.sessions.login(uname, pwd, "")
+
+
+@action("session.logout", "session.local_logout")
+def logout(ctx):
+    ctx.app.sessions.logout(ctx.session)

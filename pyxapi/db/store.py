@@ -1,0 +1,259 @@
+"""The object store: one table per class, one write path.
+
+Rows hold the stored fields of an object. A `Set(Ref)` field that mirrors a
+`Ref` field on another class (VM.VBDs ↔ VBD.VM) is not stored: it is kept in
+an index that the write path updates, so both sides always agree.
+
+Every write goes through `_write`, which stamps a generation (for event.from),
+marks the row dirty (for persistence) and wakes event waiters.
+"""
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import uuid as _uuid
+from collections import defaultdict
+
+from ..errors import ApiError
+from ..model import Model
+from ..model.types import Ref
+from ..model.values import NULL_REF
+
+NULL = NULL_REF
+
+
+def new_ref() -> str:
+    return f"OpaqueRef:{_uuid.uuid4()}"
+
+
+def new_uuid() -> str:
+    return str(_uuid.uuid4())
+
+
+class Store:
+    def __init__(self, model: Model, persistence=None):
+        self.model = model
+        self.persistence = persistence
+        self.tables: dict[str, dict[str, dict]] = {name: {} for name in model.classes}
+        self.uuids: dict[str, dict[str, str]] = {name: {} for name in model.classes}
+        # (class, derived set field) -> {target ref -> [refs pointing at it]}
+        self.derived: dict[tuple[str, str], dict[str, list[str]]] = defaultdict(dict)
+        self.generation = 0
+        # (class, ref) -> (generation, operation), oldest first: what event.from reads
+        self.changes: dict[tuple[str, str], tuple[int, str]] = {}
+        self.dirty: dict[tuple[str, str], str] = {}
+        self._changed = asyncio.Event() if _has_loop() else None
+        self._flush_scheduled = False
+
+    # ---- reads -------------------------------------------------------------
+
+    def exists(self, cls: str, ref: str) -> bool:
+        return ref in self.tables[cls]
+
+    def get(self, cls: str, ref: str) -> dict:
+        try:
+            return self.tables[cls][ref]
+        except KeyError:
+            raise ApiError("HANDLE_INVALID", cls, ref) from None
+
+    def refs(self, cls: str) -> list[str]:
+        return list(self.tables[cls])
+
+    def by_uuid(self, cls: str, uuid: str) -> str | None:
+        return self.uuids[cls].get(uuid)
+
+    def find(self, cls: str, **match) -> list[str]:
+        return [r for r, row in self.tables[cls].items() if all(row.get(k) == v for k, v in match.items())]
+
+    def field(self, cls: str, ref: str, name: str):
+        """One field, derived sets included."""
+        pair = self.model.classes[cls].derived.get(name)
+        if pair is not None:
+            self.get(cls, ref)
+            return list(self.derived[(cls, name)].get(ref, ()))
+        return self.get(cls, ref)[name]
+
+    def record(self, cls: str, ref: str) -> dict:
+        row = self.get(cls, ref)
+        derived = self.model.classes[cls].derived
+        if not derived:
+            return dict(row)
+        rec = dict(row)
+        for name in derived:
+            rec[name] = list(self.derived[(cls, name)].get(ref, ()))
+        return rec
+
+    # ---- writes ------------------------------------------------------------
+
+    def create(self, cls: str, fields: dict | None = None, ref: str | None = None) -> str:
+        c = self.model.classes[cls]
+        ref = ref or new_ref()
+        row = {}
+        fields = fields or {}
+        for name, f in c.fields.items():
+            if name in c.derived:
+                continue
+            value = fields[name] if name in fields else f.default
+            row[name] = _copy(value)
+        if c.has_uuid:
+            if not row.get("uuid"):
+                row["uuid"] = new_uuid()
+            elif row["uuid"] in self.uuids[cls]:
+                raise ApiError("DB_UNIQUENESS_CONSTRAINT_VIOLATION", cls, "uuid", row["uuid"])
+            self.uuids[cls][row["uuid"]] = ref
+        self.tables[cls][ref] = row
+        self._write(cls, ref, "add")
+        for name, (other, other_field) in c.links.items():
+            self._link(cls, ref, name, None, row[name])
+        return ref
+
+    def update(self, cls: str, ref: str, changes: dict) -> None:
+        row = self.get(cls, ref)
+        links = self.model.classes[cls].links
+        for name, value in changes.items():
+            old = row.get(name)
+            if name == "uuid" and value != old:
+                self.uuids[cls].pop(old, None)
+                self.uuids[cls][value] = ref
+            row[name] = value
+            if name in links and old != value:
+                self._link(cls, ref, name, old, value)
+        self._write(cls, ref, "mod")
+
+    def destroy(self, cls: str, ref: str) -> None:
+        row = self.get(cls, ref)
+        c = self.model.classes[cls]
+        for name in c.links:
+            self._link(cls, ref, name, row[name], None)
+        for name in c.derived:
+            self.derived[(cls, name)].pop(ref, None)
+        del self.tables[cls][ref]
+        if c.has_uuid:
+            self.uuids[cls].pop(row.get("uuid"), None)
+        self._write(cls, ref, "del")
+
+    def _link(self, cls, ref, name, old, new):
+        other, other_field = self.model.classes[cls].links[name]
+        index = self.derived[(other, other_field)]
+        if old and old != NULL and old in index:
+            try:
+                index[old].remove(ref)
+            except ValueError:
+                pass
+            if old in self.tables[other]:
+                self._write(other, old, "mod", persist=False)
+        if new and new != NULL:
+            index.setdefault(new, []).append(ref)
+            if new in self.tables[other]:
+                self._write(other, new, "mod", persist=False)
+
+    def _write(self, cls: str, ref: str, op: str, persist: bool = True) -> None:
+        self.generation += 1
+        key = (cls, ref)
+        prev = self.changes.pop(key, None)
+        if prev and prev[1] == "add" and op == "mod":
+            op = "add"  # not yet seen by anyone reading from before its creation
+        self.changes[key] = (self.generation, op)
+        if persist or op == "del":
+            self.dirty[key] = op
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = asyncio.Event()
+        if self.persistence is not None and not self._flush_scheduled:
+            self._flush_scheduled = True
+            try:
+                asyncio.get_running_loop().call_soon(self.commit)
+            except RuntimeError:
+                self._flush_scheduled = False
+
+    # ---- events ------------------------------------------------------------
+
+    def changed_since(self, generation: int):
+        """(class, ref, generation, op) of every object changed after `generation`, oldest first."""
+        out = []
+        for key in reversed(self.changes):
+            gen, op = self.changes[key]
+            if gen <= generation:
+                break
+            out.append((key[0], key[1], gen, op))
+        out.reverse()
+        return out
+
+    async def wait_for_change(self, generation: int, timeout: float) -> bool:
+        if self.generation > generation:
+            return True
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def prune_changes(self, keep: int = 100_000) -> None:
+        """Forget tombstones beyond the last `keep` changes (live objects stay)."""
+        excess = len(self.changes) - keep
+        for key in list(self.changes)[: max(excess, 0)]:
+            if self.changes[key][1] == "del":
+                del self.changes[key]
+
+    # ---- persistence -------------------------------------------------------
+
+    def commit(self) -> None:
+        """Write dirty rows to the persistence layer (one transaction)."""
+        self._flush_scheduled = False
+        if not self.dirty or self.persistence is None:
+            self.dirty.clear()
+            return
+        dirty, self.dirty = self.dirty, {}
+        upserts, deletes = [], []
+        for (cls, ref), op in dirty.items():
+            row = self.tables[cls].get(ref)
+            if row is None:
+                deletes.append((cls, ref))
+            else:
+                upserts.append((cls, ref, row))
+        self.persistence.save(upserts, deletes, self.generation)
+
+    def load(self) -> None:
+        """Fill the tables from persistence, rebuilding indexes."""
+        if self.persistence is None:
+            return
+        rows, generation = self.persistence.load_all(self.model)
+        for cls, ref, row in rows:
+            self.tables[cls][ref] = row
+            if "uuid" in row:
+                self.uuids[cls][row["uuid"]] = ref
+        for cls, table in self.tables.items():
+            links = self.model.classes[cls].links
+            for ref, row in table.items():
+                for name, (other, other_field) in links.items():
+                    target = row.get(name)
+                    if target and target != NULL:
+                        self.derived[(other, other_field)].setdefault(target, []).append(ref)
+                self.changes[(cls, ref)] = (0, "add")
+        self.generation = generation
+
+
+def _copy(value):
+    if type(value) is list:
+        return list(value)
+    if type(value) is dict:
+        return dict(value)
+    return value
+
+
+def _has_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        return False
+
+
+def now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.UTC).replace(tzinfo=None, microsecond=0)
+
+
+def is_ref_type(t) -> bool:
+    return isinstance(t, Ref)

@@ -1,0 +1,207 @@
+"""The one request pipeline:
+
+    parse → look up → arity → session → RBAC → refs/types → handler → envelope
+
+Routes are computed once from the data model at start. Errors of every step
+are ApiErrors, turned into the envelope in one place (`Dispatcher.call`).
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from dataclasses import dataclass
+
+from ..api.generic import generic_handler
+from ..api.registry import load_all
+from ..errors import ApiError
+from ..model import Message, Model
+from ..model.types import Ref
+from ..model.values import NULL_REF, from_wire, type_default
+from ..wire import jsonrpc, xmlrpc
+
+log = logging.getLogger("pyxapi.dispatch")
+
+# Classes whose messages have no Async form (the spec), plus event's long-polls.
+NO_ASYNC_CLASSES = frozenset({"session", "task", "event"})
+GENERATED_PREFIXES = ("get_", "set_", "add_", "remove_")
+
+
+@dataclass(slots=True)
+class Route:
+    message: Message
+    handler: object  # (ctx, args) -> value, or a coroutine function
+    is_coroutine: bool
+    async_ok: bool
+    ref_checks: tuple  # (arg index, class) for each Ref parameter
+    implemented: bool
+
+
+class Context:
+    """What a handler sees of the server for one call."""
+
+    __slots__ = ("app", "store", "backend", "session", "task", "message")
+
+    def __init__(self, app, session, task=None, message=None):
+        self.app = app
+        self.store = app.store
+        self.backend = app.backend
+        self.session = session
+        self.task = task
+        self.message = message
+
+    @property
+    def user(self) -> str:
+        return self.store.get("session", self.session)["auth_user_name"] if self.session else ""
+
+    def progress(self, fraction: float) -> None:
+        if self.task:
+            self.app.tasks.set_progress(self.task, fraction)
+
+
+def build_routes(model: Model) -> dict[str, Route]:
+    actions = load_all()
+    routes = {}
+    for c in model.classes.values():
+        for msg in c.messages.values():
+            name = msg.wire_name
+            fn = actions.get(name)
+            if fn is not None:
+                handler, is_coro = _adapt(fn), inspect.iscoroutinefunction(fn)
+                implemented = True
+            else:
+                handler = generic_handler(c, msg)
+                is_coro = False
+                implemented = handler is not None
+                if handler is None:
+                    handler = _not_implemented(name)
+            start = 1 if msg.takes_session else 0
+            ref_checks = tuple(
+                (i - start, p.type.cls)
+                for i, p in enumerate(msg.params)
+                if i >= start and isinstance(p.type, Ref)
+            )
+            async_ok = c.name not in NO_ASYNC_CLASSES and not (
+                msg.implicit and msg.name.startswith(GENERATED_PREFIXES)
+            )
+            routes[name] = Route(msg, handler, is_coro, async_ok, ref_checks, implemented)
+    unknown = set(actions) - set(routes)
+    if unknown:
+        raise RuntimeError(f"actions for messages the model does not have: {sorted(unknown)}")
+    return routes
+
+
+def _adapt(fn):
+    if inspect.iscoroutinefunction(fn):
+        async def call(ctx, args):
+            return await fn(ctx, *args)
+    else:
+        def call(ctx, args):
+            return fn(ctx, *args)
+    return call
+
+
+def _not_implemented(name):
+    def handler(ctx, args):
+        raise ApiError("NOT_IMPLEMENTED", name)
+    return handler
+
+
+class Dispatcher:
+    def __init__(self, app):
+        self.app = app
+        self.routes = build_routes(app.model)
+
+    # ---- the pipeline ------------------------------------------------------
+
+    async def call(self, method: str, params: list, *, originator: str | None = None):
+        """Run one call; returns the result value or raises ApiError."""
+        route, is_async = self._look_up(method)
+        msg = route.message
+        self._check_arity(method, msg, params)
+        if msg.takes_session:
+            session = self.app.sessions.check(params[0])
+            self.app.rbac.check(session, msg)
+            params = params[1:]
+            start = 1
+        else:
+            session = None
+            start = 0
+        args = self._convert(msg, params, start)
+        store = self.app.store
+        for i, cls in route.ref_checks:
+            ref = args[i] if i < len(args) else NULL_REF
+            if ref != NULL_REF and ref not in store.tables.get(cls, ()):
+                if cls in store.tables:
+                    raise ApiError("HANDLE_INVALID", cls, ref)
+        if is_async:
+            return self.app.tasks.start_async(route, session, args)
+        ctx = Context(self.app, session, None, msg)
+        try:
+            if route.is_coroutine:
+                return await route.handler(ctx, args)
+            return route.handler(ctx, args)
+        finally:
+            if store.dirty:  # durable before the reply leaves
+                store.commit()
+
+    def _look_up(self, method: str):
+        is_async = method.startswith("Async.")
+        name = method[6:] if is_async else method
+        route = self.routes.get(name)
+        if route is None or (is_async and not route.async_ok):
+            raise ApiError("MESSAGE_METHOD_UNKNOWN", method)
+        if route.message.state == "Removed_s":
+            raise ApiError("MESSAGE_REMOVED")
+        return route, is_async
+
+    @staticmethod
+    def _check_arity(method, msg: Message, params: list):
+        n = len(params)
+        total = len(msg.params)
+        required = sum(1 for p in msg.params if p.required)
+        if n < required or n > total:
+            raise ApiError("MESSAGE_PARAMETER_COUNT_MISMATCH", method, total, n)
+
+    @staticmethod
+    def _convert(msg: Message, params: list, start: int) -> list:
+        out = []
+        for p, v in zip(msg.params[start:], params):
+            out.append(from_wire(p.type, v, p.name))
+        # optional trailing params take their type's default
+        for p in msg.params[start + len(params):]:
+            out.append(type_default(p.type))
+        return out
+
+    # ---- envelopes -----------------------------------------------------------
+
+    async def handle_xmlrpc(self, body: bytes) -> bytes:
+        try:
+            method, params = xmlrpc.parse_call(body)
+        except xmlrpc.WireError as e:
+            return xmlrpc.fault(-32700, f"parse error: {e}")
+        try:
+            return xmlrpc.success(await self.call(method, params))
+        except ApiError as e:
+            return xmlrpc.failure(e.description)
+        except Exception as e:  # never a traceback on the wire
+            return xmlrpc.failure(self._internal(method, e).description)
+
+    async def handle_jsonrpc(self, body: bytes) -> bytes:
+        try:
+            method, params, id_, version = jsonrpc.parse_call(body)
+        except jsonrpc.WireError as e:
+            return jsonrpc.protocol_error(str(e), None, "2.0")
+        try:
+            return jsonrpc.success(await self.call(method, params), id_, version)
+        except ApiError as e:
+            return jsonrpc.failure(e.description, id_, version)
+        except Exception as e:
+            return jsonrpc.failure(self._internal(method, e).description, id_, version)
+
+    @staticmethod
+    def _internal(method: str, e: Exception) -> ApiError:
+        if isinstance(e, asyncio.CancelledError):
+            raise e
+        log.exception("internal error in %s", method)
+        return ApiError("INTERNAL_ERROR", f"{type(e).__name__}: {e}")
