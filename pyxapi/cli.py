@@ -61,13 +61,14 @@ def serve(args) -> int:
     if not listeners:
         listeners = [Listener("http", "127.0.0.1", 8080)]
     app = App(state_dir, args.backend)
-    generated = app.start(args.root_password)
     tls_files = None
     if any(lst.kind == "https" for lst in listeners):
         if args.tls_cert and args.tls_key:
             tls_files = (pathlib.Path(args.tls_cert), pathlib.Path(args.tls_key))
         else:
             tls_files = ensure_certificate(state_dir, [lst.host for lst in listeners])
+
+    generated = None
 
     def ready(lsts):
         print(f"pyxapi {app.backend_name} backend, state in {state_dir}", flush=True)
@@ -80,7 +81,12 @@ def serve(args) -> int:
         else:
             print("user: root  (password as set)", flush=True)
 
-    uvloop.run(run(app, listeners, tls_files, ready))
+    async def main():
+        nonlocal generated
+        generated = await app.start(args.root_password)
+        await run(app, listeners, tls_files, ready)
+
+    uvloop.run(main())
     return 0
 
 

@@ -46,23 +46,22 @@ _DEFAULT_FACTS = {
 }
 
 
-def _facts(app) -> dict:
+async def _facts(app) -> dict:
     facts = dict(_DEFAULT_FACTS)
-    info = getattr(app.backend, "host_info", None)
-    if callable(info):
-        facts.update({k: v for k, v in (info() or {}).items() if v is not None})
+    if app.backend is not None:
+        facts.update({k: v for k, v in (await app.backend.host_info()).items() if v is not None})
     facts.setdefault("hostname", socket.gethostname())
     return facts
 
 
-def ensure_host(app) -> None:
+async def ensure_host(app) -> None:
     store = app.store
     pools = store.refs("pool")
     if pools:
         app.pool_ref = pools[0]
         app.host_ref = store.get("pool", app.pool_ref)["master"]
         return
-    facts = _facts(app)
+    facts = await _facts(app)
     hostname = facts.get("hostname") or "pyxapi"
     t = now()
     metrics = store.create("host_metrics", {
@@ -136,7 +135,7 @@ def ensure_host(app) -> None:
     store.update("host", host, {"control_domain": dom0})
     app.pool_ref, app.host_ref = pool, host
     for hook in _first_start_hooks:
-        hook(app)
+        await hook(app)
 
 
 _first_start_hooks: list = []
@@ -144,7 +143,7 @@ _loop_start_hooks: list = []
 
 
 def on_first_start(fn):
-    """Register fn(app), run once when a new host is created (storage, networks, templates)."""
+    """Register async fn(app), run once when a new host is created (storage, networks, templates)."""
     _first_start_hooks.append(fn)
     return fn
 

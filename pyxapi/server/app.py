@@ -36,7 +36,7 @@ class App:
         self.host_ref = None
         self.pool_ref = None
 
-    def start(self, root_password: str | None = None) -> str | None:
+    async def start(self, root_password: str | None = None) -> str | None:
         """Load or create state. Returns a newly generated root password, if any."""
         from ..api import bootstrap
 
@@ -47,7 +47,9 @@ class App:
         elif self.users.get("root") is None:
             generated = generate_password()
             self.users.set("root", generated, "pool-admin")
-        bootstrap.ensure_host(self)
+        if self.backend is not None:
+            await self.backend.open()
+        await bootstrap.ensure_host(self)
         self.store.commit()
         return generated
 

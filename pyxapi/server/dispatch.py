@@ -191,7 +191,7 @@ class Dispatcher:
         try:
             method, params, id_, version = jsonrpc.parse_call(body)
         except jsonrpc.WireError as e:
-            return jsonrpc.protocol_error(str(e), None, "2.0")
+            return jsonrpc.protocol_error(str(e), e.id, e.version, e.code)
         try:
             return jsonrpc.success(await self.call(method, params), id_, version)
         except ApiError as e:
