@@ -142,10 +142,11 @@ def from_wire(t: Type, v, name: str):
             if type(v) is dict:
                 return {_map_key(key, k, name): from_wire(value, x, name) for k, x in v.items()}
         case Option(elem):
-            return None if v is None else from_wire(elem, v, name)
-        case Record():
+            # None travels as Void, the empty string, in XML-RPC
+            return None if v is None or v == "" else from_wire(elem, v, name)
+        case Record(cls):
             if type(v) is dict:
-                return v  # the record's fields are checked by the handler with the class
+                return _record(cls, v)
         case Prim("void"):
             return None
     raise ApiError("FIELD_TYPE_ERROR", name)
@@ -157,3 +158,15 @@ def _map_key(key_type: Type, k, name: str) -> str:
     if isinstance(key_type, Enum):
         return from_wire(key_type, k, name)
     return str(k)
+
+
+def _record(cls: str, v: dict) -> dict:
+    """Check the fields of a record the model knows; other keys pass through untouched
+    (clients send whole records back, and handlers pick what they use)."""
+    from . import load
+
+    c = load().classes.get(cls)
+    if c is None:
+        return v
+    fields = c.fields
+    return {k: from_wire(fields[k].type, x, k) if k in fields else x for k, x in v.items()}
