@@ -1,0 +1,418 @@
+"""XML-RPC codec with the Xen-API conventions (the server's hot path).
+
+Requests are parsed with `xml.parsers.expat` and a small state machine. Hostile
+input is refused: any DOCTYPE (so no entity declarations: no billion laughs, no
+external entities), element nesting deeper than `MAX_DEPTH`, malformed XML or
+invalid UTF-8 all raise `WireError`, and `parse_call` never raises anything else.
+
+Responses follow xapi: strings are untyped `<value>text</value>`, every `int` is a
+decimal string, `bool` is `<boolean>`, `float` is `<double>` (`inf`, `-inf`, `nan`
+for the non-finite values, which is what xapi's `%.16g` prints), datetimes are
+`<dateTime.iso8601>YYYYMMDDTHH:MM:SSZ`, `None` is the empty string (the Void rule).
+Characters that XML 1.0 cannot carry are dropped so the output is always well-formed;
+a carriage return is written as `&#13;` so it survives line-end normalisation.
+"""
+
+from __future__ import annotations
+
+import binascii
+import datetime as _dt
+import re
+from xml.parsers import expat
+
+from . import WireError, format_datetime, parse_datetime
+
+__all__ = [
+    "CONTENT_TYPE",
+    "MAX_DEPTH",
+    "WireError",
+    "encode_call",
+    "encode_response",
+    "failure",
+    "fault",
+    "parse_call",
+    "success",
+]
+
+CONTENT_TYPE = "text/xml"
+MAX_DEPTH = 64  # element nesting; a value nests 3 elements per level (value/struct/member)
+
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+
+# --------------------------------------------------------------------------- decoding
+
+_SCALARS = ("string", "int", "i4", "i8", "boolean", "double", "dateTime.iso8601", "base64", "nil")
+_XML_WS = " \t\r\n"
+_INT_RE = re.compile(r"[+-]?[0-9]+", re.ASCII)
+_FLOAT_RE = re.compile(
+    r"[+-]?(?:(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)",
+    re.ASCII | re.IGNORECASE,
+)
+_MISSING = object()
+
+# What to do when element `tag` opens inside `parent` ("" = document); absent = refused.
+_K_VALUE, _K_SCALAR, _K_MEMBER, _K_STRUCT, _K_ARRAY, _K_PARAM, _K_PARAMS, _K_OTHER = range(8)
+_START = {
+    ("param", "value"): _K_VALUE,
+    ("data", "value"): _K_VALUE,
+    ("member", "value"): _K_VALUE,
+    ("struct", "member"): _K_MEMBER,
+    ("member", "name"): _K_OTHER,
+    ("value", "struct"): _K_STRUCT,
+    ("value", "array"): _K_ARRAY,
+    ("array", "data"): _K_OTHER,
+    ("params", "param"): _K_PARAM,
+    ("methodCall", "params"): _K_PARAMS,
+    ("methodCall", "methodName"): _K_OTHER,
+    ("", "methodCall"): _K_OTHER,
+}
+_START.update({("value", t): _K_SCALAR for t in _SCALARS})
+
+# What to do when element `tag` closes (every tag that opened is in here).
+_E_VALUE, _E_STRING, _E_SCALAR, _E_MEMBER, _E_NAME, _E_CONTAINER, _E_PARAM, _E_METHOD, _E_OTHER = range(9)
+_END = {t: _E_SCALAR for t in _SCALARS}
+_END.update(
+    value=_E_VALUE, string=_E_STRING, member=_E_MEMBER, name=_E_NAME, struct=_E_CONTAINER,
+    array=_E_CONTAINER, param=_E_PARAM, methodName=_E_METHOD, data=_E_OTHER, params=_E_OTHER,
+    methodCall=_E_OTHER,
+)
+
+
+def _bad_start(parent: str, tag: str):
+    if parent == "":
+        raise WireError(f"expected <methodCall>, got <{tag}>")
+    if parent == "value":
+        raise WireError(f"unknown value type <{tag}>")
+    raise WireError(f"unexpected element <{tag}> inside <{parent}>")
+
+
+def _scalar(tag: str, s: str):
+    """Convert the text of a non-string scalar element; raise WireError when not valid."""
+    if tag == "int" or tag == "i4" or tag == "i8":
+        t = s.strip(_XML_WS)
+        if len(t) > 24 or not _INT_RE.fullmatch(t):
+            raise WireError(f"invalid <{tag}> value {s[:40]!r}")
+        v = int(t)
+        if v < _INT64_MIN or v > _INT64_MAX:
+            raise WireError(f"<{tag}> value {t} out of 64-bit range")
+        return v
+    if tag == "boolean":
+        t = s.strip(_XML_WS)
+        if t == "1" or t == "true":
+            return True
+        if t == "0" or t == "false":
+            return False
+        raise WireError(f"invalid <boolean> value {s[:40]!r} (expected 0 or 1)")
+    if tag == "double":
+        t = s.strip(_XML_WS)
+        if len(t) > 400 or not _FLOAT_RE.fullmatch(t):
+            raise WireError(f"invalid <double> value {s[:40]!r}")
+        return float(t)
+    if tag == "dateTime.iso8601":
+        try:
+            return parse_datetime(s)
+        except ValueError:
+            raise WireError(f"invalid <dateTime.iso8601> value {s[:40]!r}") from None
+    if tag == "base64":
+        try:
+            return binascii.a2b_base64(s).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise WireError("invalid <base64> value (not base64-encoded UTF-8 text)") from None
+    # nil
+    if s.strip(_XML_WS):
+        raise WireError("<nil/> must be empty")
+    return None
+
+
+def parse_call(body: bytes) -> tuple[str, list]:
+    """Parse an XML-RPC `<methodCall>`: return (method name, decoded params)."""
+    if not body:
+        raise WireError("empty request body")
+
+    stack = [""]  # open element names, under a sentinel for the document
+    colls: list = []  # open arrays (list), structs (dict) and members ([name, value])
+    text: list = []  # character data since the last tag
+    params: list = []
+    method = None
+    val = None  # the value of the typed element that just closed ...
+    have = False  # ... when this is True (reset when its <value> closes)
+    n_params = 0  # len(params) when the current <param> opened
+    seen_params = False
+
+    def start(tag, attrs):
+        nonlocal n_params, seen_params
+        parent = stack[-1]
+        if text:
+            if not (len(text) == 1 and text[0].isspace()) and "".join(text).strip(_XML_WS):
+                if parent == "value":
+                    raise WireError(f"text mixed with <{tag}> inside <value>")
+                raise WireError(f"unexpected text inside <{parent}>")
+            text.clear()
+        kind = _START.get((parent, tag))
+        if kind is None:
+            _bad_start(parent, tag)
+        if len(stack) > MAX_DEPTH:
+            raise WireError(f"XML nested deeper than {MAX_DEPTH} elements")
+        stack.append(tag)
+        if kind == _K_VALUE:
+            return
+        if kind <= _K_ARRAY:
+            if kind == _K_MEMBER:
+                colls.append([_MISSING, _MISSING])
+                return
+            if have:
+                raise WireError(f"more than one type inside <value> (second is <{tag}>)")
+            if kind == _K_STRUCT:
+                colls.append({})
+            elif kind == _K_ARRAY:
+                colls.append([])
+        elif kind == _K_PARAM:
+            n_params = len(params)
+        elif kind == _K_PARAMS:
+            if seen_params:
+                raise WireError("more than one <params>")
+            seen_params = True
+
+    def end(tag):
+        nonlocal val, have, method
+        stack.pop()
+        if text:
+            s = text[0] if len(text) == 1 else "".join(text)
+            text.clear()
+        else:
+            s = ""
+        kind = _END[tag]
+        if kind == _E_VALUE:
+            if have:
+                if s and s.strip(_XML_WS):
+                    raise WireError("text mixed with a typed value inside <value>")
+                v = val
+                have = False
+            else:
+                v = s  # untyped: a string, as is (no stripping)
+            parent = stack[-1]
+            if parent == "data":
+                colls[-1].append(v)
+            elif parent == "member":
+                box = colls[-1]
+                if box[1] is not _MISSING:
+                    raise WireError("more than one <value> in <member>")
+                box[1] = v
+            else:  # param
+                if len(params) != n_params:
+                    raise WireError("more than one <value> in <param>")
+                params.append(v)
+        elif kind == _E_STRING:
+            val = s
+            have = True
+        elif kind == _E_SCALAR:
+            val = _scalar(tag, s)
+            have = True
+        elif kind == _E_MEMBER:
+            k, v = colls.pop()
+            if k is _MISSING:
+                raise WireError("<member> without <name>")
+            if v is _MISSING:
+                raise WireError(f"<member> {k[:40]!r} without <value>")
+            colls[-1][k] = v
+        elif kind == _E_NAME:
+            box = colls[-1]
+            if box[0] is not _MISSING:
+                raise WireError("more than one <name> in <member>")
+            box[0] = s
+        elif kind == _E_METHOD:
+            if method is not None:
+                raise WireError("more than one <methodName>")
+            method = s.strip(_XML_WS)
+        elif s and s.strip(_XML_WS):
+            raise WireError(f"unexpected text inside <{tag}>")
+        elif kind == _E_CONTAINER:
+            val = colls.pop()
+            have = True
+        elif kind == _E_PARAM:
+            if len(params) == n_params:
+                raise WireError("<param> without <value>")
+
+    def refuse_doctype(*_args):
+        raise WireError("DOCTYPE and entity declarations are not allowed")
+
+    p = expat.ParserCreate()
+    p.buffer_text = True
+    p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    p.StartDoctypeDeclHandler = refuse_doctype
+    p.EntityDeclHandler = refuse_doctype
+    p.UnparsedEntityDeclHandler = refuse_doctype
+    p.ExternalEntityRefHandler = refuse_doctype
+    p.StartElementHandler = start
+    p.EndElementHandler = end
+    p.CharacterDataHandler = text.append
+    try:
+        p.Parse(body, True)
+    except WireError:
+        raise
+    except expat.ExpatError as e:
+        raise WireError(
+            f"not well-formed XML at line {e.lineno}, column {e.offset}: "
+            f"{expat.ErrorString(e.code)}"
+        ) from None
+    except (ValueError, TypeError, OverflowError, UnicodeError, RecursionError) as e:
+        raise WireError(f"cannot parse request: {e}") from None
+    finally:
+        # break the closure cycles so the parser is freed promptly
+        p.StartElementHandler = p.EndElementHandler = p.CharacterDataHandler = None
+    if method is None:
+        raise WireError("missing <methodName>")
+    if not method:
+        raise WireError("empty <methodName>")
+    return method, params
+
+
+# --------------------------------------------------------------------------- encoding
+
+# Characters XML 1.0 cannot carry (the surrogates cannot even be UTF-8 encoded). Our own
+# markup never contains these nor "\r", so they are handled once, on the whole output:
+# see _finish.
+_ILLEGAL = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_CTRL_BYTES = bytes(c for c in range(32) if c not in (9, 10))  # includes \r
+
+
+def _esc(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _finish(text: str) -> bytes:
+    """UTF-8 encode the output, dropping XML-illegal characters and protecting "\r".
+
+    The check is one C-speed pass over the bytes; the rewrite only runs when needed.
+    """
+    try:
+        b = text.encode()
+    except UnicodeEncodeError:  # lone surrogates
+        b = None
+    if (
+        b is None
+        or len(b.translate(None, _CTRL_BYTES)) != len(b)
+        or "\ufffe" in text
+        or "\uffff" in text
+    ):
+        b = _ILLEGAL.sub("", text).replace("\r", "&#13;").encode()
+    return b
+
+
+def _enc(v, out) -> None:
+    """Append the `<value>` for `v` to the list of string pieces `out`."""
+    t = type(v)
+    if t is str:
+        if "&" in v or "<" in v or ">" in v:
+            v = _esc(v)
+        out.append("<value>" + v + "</value>")
+    elif t is dict:
+        append = out.append
+        append("<value><struct>")
+        for k, x in v.items():
+            if type(k) is not str:
+                k = str(k)
+            if "&" in k or "<" in k or ">" in k:
+                k = _esc(k)
+            if type(x) is str:  # the common case, inlined
+                if "&" in x or "<" in x or ">" in x:
+                    x = _esc(x)
+                append("<member><name>" + k + "</name><value>" + x + "</value></member>")
+            else:
+                append("<member><name>" + k + "</name>")
+                _enc(x, out)
+                append("</member>")
+        append("</struct></value>")
+    elif t is list:
+        append = out.append
+        append("<value><array><data>")
+        for x in v:
+            if type(x) is str:
+                if "&" in x or "<" in x or ">" in x:
+                    x = _esc(x)
+                append("<value>" + x + "</value>")
+            else:
+                _enc(x, out)
+        append("</data></array></value>")
+    elif t is bool:
+        out.append("<value><boolean>1</boolean></value>" if v else "<value><boolean>0</boolean></value>")
+    elif t is int:
+        out.append("<value>" + int.__repr__(v) + "</value>")
+    elif t is float:
+        out.append("<value><double>" + float.__repr__(v) + "</double></value>")
+    elif v is None:
+        out.append("<value></value>")
+    elif t is _dt.datetime:
+        out.append("<value><dateTime.iso8601>" + format_datetime(v) + "</dateTime.iso8601></value>")
+    else:
+        _enc_other(v, out)
+
+
+def _enc_other(v, out) -> None:
+    # subclasses (str/int enums, OrderedDict, ...) and tuples: the slow path
+    if isinstance(v, bool):
+        _enc(bool(v), out)
+    elif isinstance(v, str):
+        _enc(str.__str__(v), out)
+    elif isinstance(v, int):
+        _enc(int(v), out)
+    elif isinstance(v, float):
+        _enc(float(v), out)
+    elif isinstance(v, _dt.datetime):
+        out.append("<value><dateTime.iso8601>" + format_datetime(v) + "</dateTime.iso8601></value>")
+    elif isinstance(v, dict):
+        _enc(dict(v), out)
+    elif isinstance(v, (list, tuple)):
+        _enc(list(v), out)
+    else:
+        raise TypeError(f"cannot encode {type(v).__name__} as XML-RPC")
+
+
+_RESPONSE_HEAD = '<?xml version="1.0"?><methodResponse><params><param>'
+_RESPONSE_TAIL = "</param></params></methodResponse>"
+
+
+def encode_response(value) -> bytes:
+    """A `<methodResponse>` carrying `value` (usually the Status/Value struct)."""
+    out = [_RESPONSE_HEAD]
+    _enc(value, out)
+    out.append(_RESPONSE_TAIL)
+    return _finish("".join(out))
+
+
+def success(value) -> bytes:
+    """The Xen-API success envelope: {Status: Success, Value: value}."""
+    out = [_RESPONSE_HEAD, "<value><struct><member><name>Status</name><value>Success</value></member>"
+           "<member><name>Value</name>"]
+    _enc(value, out)
+    out.append("</member></struct></value>")
+    out.append(_RESPONSE_TAIL)
+    return _finish("".join(out))
+
+
+def failure(error_description: list[str]) -> bytes:
+    """The Xen-API failure envelope: {Status: Failure, ErrorDescription: [code, params...]}."""
+    return encode_response({"Status": "Failure", "ErrorDescription": list(error_description)})
+
+
+def fault(code: int, message: str) -> bytes:
+    """An XML-RPC `<fault>`; only for requests that cannot be parsed at all."""
+    text = (
+        '<?xml version="1.0"?><methodResponse><fault><value><struct>'
+        "<member><name>faultCode</name><value><int>%d</int></value></member>"
+        "<member><name>faultString</name><value><string>%s</string></value></member>"
+        "</struct></value></fault></methodResponse>" % (int(code), _esc(str(message)))
+    )
+    return _finish(text)
+
+
+def encode_call(method: str, params) -> bytes:
+    """A `<methodCall>` with the same value rules as responses (ints as decimal strings)."""
+    out = ['<?xml version="1.0"?><methodCall><methodName>', _esc(method), "</methodName><params>"]
+    for x in params:
+        out.append("<param>")
+        _enc(x, out)
+        out.append("</param>")
+    out.append("</params></methodCall>")
+    return _finish("".join(out))
