@@ -12,6 +12,11 @@ DEFAULT_STATE_DIR = os.environ.get("PYXAPI_STATE_DIR", "./pyxapi-state")
 
 
 def main(argv=None) -> int:
+    from .client import run_command  # xe-style client commands (vm-list, …) and `docs`
+
+    status = run_command(sys.argv[1:] if argv is None else list(argv))
+    if status is not None:
+        return status
     parser = argparse.ArgumentParser(prog="pyxapi", description="A Xen-API server in Python.")
     sub = parser.add_subparsers(dest="command", required=True)
 
