@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 
 from ..backends.base import device_name
-from ..db.store import NULL, now
+from ..db.store import NULL, new_uuid, now
 from ..errors import ApiError
 from .generic import check_record
 from .registry import action
@@ -61,8 +61,12 @@ def _assert_sr_op(store, sr, op: str) -> None:
         raise ApiError("SR_HAS_NO_PBDS", sr)
 
 
+def _backed_type(sr_type: str) -> bool:
+    return sr_type not in DEVICE_SR_TYPES
+
+
 def _backed(store, sr) -> bool:
-    return store.get("SR", sr)["type"] not in DEVICE_SR_TYPES
+    return _backed_type(store.get("SR", sr)["type"])
 
 
 @contextlib.contextmanager
@@ -437,3 +441,521 @@ def set_vbds_attached(store, vm, attached: bool) -> None:
         update_vbd_ops(store, vbd)
         if row["VDI"] != NULL and store.exists("VDI", row["VDI"]):
             update_vdi_ops(store, row["VDI"])
+
+
+# ---------------------------------------------------------------------------------------------
+# SR
+# ---------------------------------------------------------------------------------------------
+
+def supported_types(ctx) -> list[str]:
+    types = list(ctx.backend.supported_sr_types()) if ctx.backend is not None else []
+    return types + [t for t in DEVICE_SR_TYPES if t not in types]
+
+
+async def scan_sr(ctx, sr) -> None:
+    """Make the SR's VDI rows say what the backend holds: new disks appear, vanished ones
+    go, sizes are read again (SR.scan)."""
+    store = ctx.store
+    if _backed(store, sr):
+        row = store.get("SR", sr)
+        with _names(sr, row["uuid"]):
+            found = {i["location"]: i for i in await ctx.backend.sr_scan(row["uuid"])}
+        known = {}
+        for vdi in store.field("SR", sr, "VDIs"):
+            vrow = store.get("VDI", vdi)
+            if vrow["location"] not in found and vrow["managed"]:
+                _forget_vdi_row(ctx, vdi)
+            else:
+                known[vrow["location"]] = vdi
+        for location, info in found.items():
+            vdi = known.get(location)
+            if vdi is None:
+                _new_vdi_row(ctx, sr, info, info.get("name") or "")
+                continue
+            changes = {k: info[k] for k in ("virtual_size", "physical_utilisation", "read_only")
+                       if store.get("VDI", vdi)[k] != info[k]}
+            if changes:
+                store.update("VDI", vdi, changes)
+    await refresh_sr(ctx, sr)
+
+
+async def create_sr(ctx, host, device_config, physical_size, name_label, name_description,
+                    sr_type, content_type, shared, sm_config, *, other_config=None,
+                    is_tools_sr=False) -> str:
+    """SR.create: the SR made on its device, its record and a plugged PBD for ``host``."""
+    store = ctx.store
+    sr_type = sr_type.lower()
+    if sr_type not in supported_types(ctx):
+        raise ApiError("SR_UNKNOWN_DRIVER", sr_type)
+    if physical_size < 0:
+        raise ApiError("INVALID_VALUE", "physical_size", physical_size)
+    sr_uuid = new_uuid()
+    usage = {"physical_size": 0, "physical_utilisation": 0, "virtual_allocation": 0}
+    if _backed_type(sr_type):
+        usage = await ctx.backend.sr_create(sr_uuid, sr_type, dict(device_config),
+                                            physical_size=physical_size)
+    sr = store.create("SR", {
+        "uuid": sr_uuid, "name_label": name_label, "name_description": name_description,
+        "type": sr_type, "content_type": content_type, "shared": shared,
+        "other_config": dict(other_config or {}),
+        "sm_config": {**usage.get("sm_config", {}), **sm_config},
+        "physical_size": usage["physical_size"],
+        "physical_utilisation": usage["physical_utilisation"],
+        "virtual_allocation": usage["virtual_allocation"],
+        "is_tools_sr": is_tools_sr, "introduced_by": NULL,
+    })
+    store.create("PBD", {"host": host, "SR": sr, "device_config": dict(device_config),
+                         "currently_attached": True, "other_config": {}})
+    await scan_sr(ctx, sr)
+    return sr
+
+
+@action("SR.create")
+async def sr_create(ctx, host, device_config, physical_size, name_label, name_description,
+                    type, content_type, shared, sm_config):
+    return await create_sr(ctx, host, device_config, physical_size, name_label,
+                           name_description, type, content_type, shared, sm_config)
+
+
+@action("SR.introduce")
+def sr_introduce(ctx, uuid, name_label, name_description, type, content_type, shared, sm_config):
+    store = ctx.store
+    if uuid and store.by_uuid("SR", uuid):
+        raise ApiError("SR_UUID_EXISTS", uuid)
+    fields = {"name_label": name_label, "name_description": name_description,
+              "type": type.lower(), "content_type": content_type, "shared": shared,
+              "sm_config": sm_config, "physical_size": -1, "physical_utilisation": -1,
+              "virtual_allocation": 0, "introduced_by": NULL}
+    if uuid:
+        fields["uuid"] = uuid
+    sr = store.create("SR", fields)
+    update_sr_ops(store, sr)
+    return sr
+
+
+def _assert_no_plugged_pbd(store, sr) -> None:
+    if sr_attached(store, sr):
+        raise ApiError("SR_HAS_PBD", sr)
+
+
+def _forget_sr_rows(ctx, sr) -> None:
+    store = ctx.store
+    for pbd in store.field("SR", sr, "PBDs"):
+        store.destroy("PBD", pbd)
+    for vdi in store.field("SR", sr, "VDIs"):
+        _forget_vdi_row(ctx, vdi)
+    store.destroy("SR", sr)
+
+
+@action("SR.forget")
+def sr_forget(ctx, sr):
+    _assert_no_plugged_pbd(ctx.store, sr)
+    _forget_sr_rows(ctx, sr)
+
+
+@action("SR.destroy")
+async def sr_destroy(ctx, sr):
+    store = ctx.store
+    _assert_no_plugged_pbd(store, sr)
+    if "destroy" not in sr_caps(store, sr):
+        raise ApiError("SR_OPERATION_NOT_SUPPORTED", sr)
+    if store.get("SR", sr)["other_config"].get("indestructible") == "true":
+        raise ApiError("SR_INDESTRUCTIBLE", sr)
+    if _backed(store, sr):
+        row = store.get("SR", sr)
+        with _names(sr, row["uuid"]):
+            await ctx.backend.sr_destroy(row["uuid"])
+    _forget_sr_rows(ctx, sr)
+
+
+@action("SR.scan")
+async def sr_scan(ctx, sr):
+    _assert_sr_op(ctx.store, sr, "scan")
+    await scan_sr(ctx, sr)
+
+
+@action("SR.update")
+async def sr_update(ctx, sr):
+    _assert_sr_op(ctx.store, sr, "update")
+    await refresh_sr(ctx, sr)
+
+
+@action("SR.get_supported_types")
+def sr_get_supported_types(ctx):
+    return supported_types(ctx)
+
+
+@action("SR.probe")
+def sr_probe(ctx, host, device_config, type, sm_config):
+    if type.lower() not in supported_types(ctx):
+        raise ApiError("SR_UNKNOWN_DRIVER", type)
+    return '<?xml version="1.0" ?>\n<SRlist/>\n'
+
+
+# ---------------------------------------------------------------------------------------------
+# PBD
+# ---------------------------------------------------------------------------------------------
+
+@action("PBD.create")
+def pbd_create(ctx, args):
+    store = ctx.store
+    fields = check_record(ctx, "PBD", args, ignore=("uuid", "currently_attached"))
+    sr, host = fields.get("SR", NULL), fields.get("host", NULL)
+    if not store.exists("SR", sr):
+        raise ApiError("HANDLE_INVALID", "SR", sr)
+    if not store.exists("host", host):
+        raise ApiError("HANDLE_INVALID", "host", host)
+    for pbd in store.field("SR", sr, "PBDs"):
+        if store.get("PBD", pbd)["host"] == host:
+            raise ApiError("PBD_EXISTS", sr, host, pbd)
+    pbd = store.create("PBD", {**fields, "currently_attached": False})
+    update_sr_ops(store, sr)
+    return pbd
+
+
+@action("PBD.destroy")
+def pbd_destroy(ctx, pbd):
+    store = ctx.store
+    row = store.get("PBD", pbd)
+    if row["currently_attached"]:
+        raise ApiError("OPERATION_NOT_ALLOWED", "PBD is currently attached")
+    store.destroy("PBD", pbd)
+    if store.exists("SR", row["SR"]):
+        update_sr_ops(store, row["SR"])
+
+
+@action("PBD.plug")
+async def pbd_plug(ctx, pbd):
+    store = ctx.store
+    row = store.get("PBD", pbd)
+    if row["currently_attached"]:
+        return
+    sr = row["SR"]
+    srow = store.get("SR", sr)
+    if _backed(store, sr):
+        with _names(sr, srow["uuid"]):
+            await ctx.backend.sr_attach(srow["uuid"], srow["type"], dict(row["device_config"]))
+    store.update("PBD", pbd, {"currently_attached": True})
+    await scan_sr(ctx, sr)
+
+
+@action("PBD.unplug")
+async def pbd_unplug(ctx, pbd):
+    store = ctx.store
+    row = store.get("PBD", pbd)
+    if not row["currently_attached"]:
+        return
+    sr = row["SR"]
+    busy = [v for v in store.field("SR", sr, "VDIs") if _vdi_in_use(store, v)]
+    if busy:
+        raise ApiError("VDI_IN_USE", *busy)
+    if _backed(store, sr):
+        srow = store.get("SR", sr)
+        with _names(sr, srow["uuid"]):
+            await ctx.backend.sr_detach(srow["uuid"])
+    store.update("PBD", pbd, {"currently_attached": False})
+    update_sr_ops(store, sr)
+
+
+# ---------------------------------------------------------------------------------------------
+# VDI
+# ---------------------------------------------------------------------------------------------
+
+@action("VDI.create")
+async def vdi_create(ctx, args):
+    f = check_record(ctx, "VDI", args, ignore=("uuid",))
+    sr = f.get("SR", NULL)
+    if not ctx.store.exists("SR", sr):
+        raise ApiError("HANDLE_INVALID", "SR", sr)
+    return await create_vdi(ctx, sr, f.get("virtual_size", 0), f.get("name_label", ""),
+                            type=f.get("type", "user"), sharable=f.get("sharable", False),
+                            read_only=f.get("read_only", False),
+                            other_config=f.get("other_config"),
+                            name_description=f.get("name_description", ""),
+                            sm_config=f.get("sm_config"), xenstore_data=f.get("xenstore_data"),
+                            tags=f.get("tags"))
+
+
+@action("VDI.destroy")
+async def vdi_destroy(ctx, vdi):
+    await destroy_vdi(ctx, vdi)
+
+
+@action("VDI.clone")
+async def vdi_clone(ctx, vdi, driver_params):
+    return await clone_vdi(ctx, vdi)
+
+
+@action("VDI.snapshot")
+async def vdi_snapshot(ctx, vdi, driver_params):
+    return await snapshot_vdi(ctx, vdi)
+
+
+@action("VDI.copy")
+async def vdi_copy(ctx, vdi, sr, base_vdi, into_vdi):
+    if into_vdi == NULL and sr == NULL:
+        raise ApiError("HANDLE_INVALID", "SR", sr)
+    return await copy_vdi(ctx, vdi, sr, into=into_vdi)
+
+
+async def _resize(ctx, vdi, size, op):
+    store = ctx.store
+    row = _assert_vdi_op(store, vdi, op)
+    sr = row["SR"]
+    sr_uuid = store.get("SR", sr)["uuid"]
+    with _names(sr, sr_uuid, [(row["location"], vdi)]):
+        info = await ctx.backend.vdi_resize(sr_uuid, row["location"], size, progress=ctx.progress)
+    store.update("VDI", vdi, {"virtual_size": info["virtual_size"],
+                              "physical_utilisation": info["physical_utilisation"]})
+    await refresh_sr(ctx, sr)
+
+
+@action("VDI.resize")
+async def vdi_resize(ctx, vdi, size):
+    await _resize(ctx, vdi, size, "resize")
+
+
+@action("VDI.resize_online")
+async def vdi_resize_online(ctx, vdi, size):
+    await _resize(ctx, vdi, size, "resize_online")
+
+
+@action("VDI.forget")
+def vdi_forget(ctx, vdi):
+    store = ctx.store
+    sr = store.get("VDI", vdi)["SR"]
+    _assert_vdi_op(store, vdi, "forget")
+    _forget_vdi_row(ctx, vdi)
+    if store.exists("SR", sr):
+        update_sr_ops(store, sr)
+
+
+@action("VDI.update")
+async def vdi_update(ctx, vdi):
+    _assert_vdi_op(ctx.store, vdi, "update")
+    await _refresh_vdi(ctx, vdi)
+
+
+def _introduce_fields(uuid, name_label, name_description, sr, type, sharable, read_only,
+                      other_config, location, xenstore_data, sm_config, managed, virtual_size,
+                      physical_utilisation, metadata_of_pool, is_a_snapshot, snapshot_time,
+                      snapshot_of) -> dict:
+    fields = {"name_label": name_label, "name_description": name_description, "SR": sr,
+              "type": type, "sharable": sharable, "read_only": read_only,
+              "other_config": other_config, "location": location,
+              "xenstore_data": xenstore_data, "sm_config": sm_config, "managed": managed,
+              "virtual_size": virtual_size, "physical_utilisation": physical_utilisation,
+              "metadata_of_pool": metadata_of_pool, "is_a_snapshot": is_a_snapshot,
+              "snapshot_time": snapshot_time, "snapshot_of": snapshot_of,
+              "missing": False, "storage_lock": False}
+    if uuid:
+        fields["uuid"] = uuid
+    return fields
+
+
+def _assert_new_vdi(store, fields) -> None:
+    if "uuid" in fields and store.by_uuid("VDI", fields["uuid"]):
+        raise ApiError("DB_UNIQUENESS_CONSTRAINT_VIOLATION", "VDI", "uuid", fields["uuid"])
+    if fields["location"] and store.find("VDI", SR=fields["SR"], location=fields["location"]):
+        raise ApiError("LOCATION_NOT_UNIQUE", fields["SR"], fields["location"])
+
+
+@action("VDI.introduce")
+async def vdi_introduce(ctx, *args):
+    """A disk the backend already holds (at ``location``) gets its VDI row back."""
+    store = ctx.store
+    fields = _introduce_fields(*args)
+    sr = fields["SR"]
+    _assert_sr_op(store, sr, "vdi_introduce")
+    _assert_new_vdi(store, fields)
+    if _backed(store, sr):
+        sr_uuid = store.get("SR", sr)["uuid"]
+        try:
+            info = await ctx.backend.vdi_info(sr_uuid, fields["location"])
+        except ApiError as e:
+            if e.code == "VDI_MISSING":
+                raise ApiError("VDI_LOCATION_MISSING", sr, fields["location"]) from None
+            raise
+        fields.update(virtual_size=info["virtual_size"],
+                      physical_utilisation=info["physical_utilisation"],
+                      sm_config={**info.get("sm_config", {}), **fields["sm_config"]})
+    vdi = store.create("VDI", fields)
+    update_vdi_ops(store, vdi)
+    await refresh_sr(ctx, sr)
+    return vdi
+
+
+# ---------------------------------------------------------------------------------------------
+# VBD
+# ---------------------------------------------------------------------------------------------
+
+@action("VBD.create")
+def vbd_create(ctx, args):
+    f = check_record(ctx, "VBD", args, ignore=("uuid", "currently_attached", "device"))
+    vm = f.get("VM", NULL)
+    if not ctx.store.exists("VM", vm):
+        raise ApiError("HANDLE_INVALID", "VM", vm)
+    vbd = create_vbd(ctx, vm, f.get("VDI", NULL), f.get("userdevice", "autodetect"),
+                     type=f.get("type", "Disk"), mode=f.get("mode", "RW"),
+                     bootable=f.get("bootable", False), empty=f.get("empty", False),
+                     unpluggable=f.get("unpluggable", True), other_config=f.get("other_config"),
+                     qos_algorithm_type=f.get("qos_algorithm_type", ""),
+                     qos_algorithm_params=f.get("qos_algorithm_params"))
+    vdi = ctx.store.get("VBD", vbd)["VDI"]
+    if vdi != NULL:
+        update_vdi_ops(ctx.store, vdi)
+    return vbd
+
+
+@action("VBD.destroy")
+def vbd_destroy(ctx, vbd):
+    store = ctx.store
+    row = store.get("VBD", vbd)
+    if row["currently_attached"]:
+        vm_uuid = store.get("VM", row["VM"])["uuid"] if store.exists("VM", row["VM"]) else ""
+        raise ApiError("OPERATION_NOT_ALLOWED",
+                       f"VBD '{row['uuid']}' still attached to '{vm_uuid}'")
+    store.destroy("VBD", vbd)
+    if row["VDI"] != NULL and store.exists("VDI", row["VDI"]):
+        update_vdi_ops(store, row["VDI"])
+
+
+def _assert_running(store, vm) -> dict:
+    vrow = store.get("VM", vm)
+    if vrow["power_state"] != "Running":
+        raise ApiError("VM_BAD_POWER_STATE", vm, "Running", vrow["power_state"])
+    return vrow
+
+
+def _assert_not_suspended(store, vm) -> None:
+    if store.get("VM", vm)["power_state"] == "Suspended":
+        raise ApiError("VM_BAD_POWER_STATE", vm, "Halted, Running", "Suspended")
+
+
+def _assert_disk_usable(store, vbd, row) -> None:
+    """What VBD.plug / assert_attachable check of the disk behind a VBD."""
+    if row["empty"]:
+        return
+    vdi = row["VDI"]
+    if not store.exists("VDI", vdi):
+        raise ApiError("HANDLE_INVALID", "VDI", vdi)
+    vrow = store.get("VDI", vdi)
+    if vrow["missing"]:
+        raise ApiError("VDI_MISSING", vrow["SR"], vdi)
+    if not sr_attached(store, vrow["SR"]):
+        raise ApiError("SR_HAS_NO_PBDS", vrow["SR"])
+    if row["mode"] == "RW" and not vrow["sharable"]:
+        for other in store.field("VDI", vdi, "VBDs"):
+            orow = store.get("VBD", other)
+            if other != vbd and orow["currently_attached"] and orow["mode"] == "RW":
+                raise ApiError("VDI_IN_USE", vdi, "attach")
+
+
+@action("VBD.assert_attachable")
+def vbd_assert_attachable(ctx, vbd):
+    store = ctx.store
+    row = store.get("VBD", vbd)
+    _assert_not_suspended(store, row["VM"])
+    _assert_disk_usable(store, vbd, row)
+
+
+@action("VBD.plug")
+async def vbd_plug(ctx, vbd):
+    store = ctx.store
+    row = store.get("VBD", vbd)
+    vrow = _assert_running(store, row["VM"])
+    if row["currently_attached"]:
+        raise ApiError("DEVICE_ALREADY_ATTACHED", vbd)
+    _assert_disk_usable(store, vbd, row)
+    spec = disk_spec(store, vbd)
+    vdis = [(spec["location"], row["VDI"])] if spec["location"] else []
+    with _names(row["VM"], vrow["uuid"], vdis):
+        device = await ctx.backend.domain_attach_disk(vrow["uuid"], spec)
+    store.update("VBD", vbd, {"currently_attached": True, "device": device})
+    update_vbd_ops(store, vbd)
+    if row["VDI"] != NULL:
+        update_vdi_ops(store, row["VDI"])
+
+
+async def _unplug(ctx, vbd, force: bool):
+    store = ctx.store
+    row = store.get("VBD", vbd)
+    vrow = _assert_running(store, row["VM"])
+    if not row["currently_attached"]:
+        raise ApiError("DEVICE_ALREADY_DETACHED", vbd)
+    if not force and not row["unpluggable"]:
+        raise ApiError("VBD_NOT_UNPLUGGABLE", vbd)
+    with _names(row["VM"], vrow["uuid"]):
+        await ctx.backend.domain_detach_disk(vrow["uuid"], row["userdevice"])
+    store.update("VBD", vbd, {"currently_attached": False})
+    update_vbd_ops(store, vbd)
+    if row["VDI"] != NULL and store.exists("VDI", row["VDI"]):
+        update_vdi_ops(store, row["VDI"])
+
+
+@action("VBD.unplug")
+async def vbd_unplug(ctx, vbd):
+    await _unplug(ctx, vbd, False)
+
+
+@action("VBD.unplug_force")
+async def vbd_unplug_force(ctx, vbd):
+    await _unplug(ctx, vbd, True)
+
+
+def _assert_cd(store, vbd, row) -> None:
+    _assert_not_suspended(store, row["VM"])
+    if row["type"] != "CD":
+        raise ApiError("VBD_NOT_REMOVABLE_MEDIA", vbd)
+
+
+@action("VBD.insert")
+async def vbd_insert(ctx, vbd, vdi):
+    store = ctx.store
+    row = store.get("VBD", vbd)
+    _assert_cd(store, vbd, row)
+    if not row["empty"]:
+        raise ApiError("VBD_NOT_EMPTY", vbd)
+    vdi_row = store.get("VDI", vdi)
+    if not vdi_row["managed"]:
+        raise ApiError("VDI_NOT_MANAGED", vdi)
+    if vdi_row["missing"]:
+        raise ApiError("VDI_MISSING", vdi_row["SR"], vdi)
+    if row["currently_attached"]:
+        vm_uuid = store.get("VM", row["VM"])["uuid"]
+        sr_uuid = store.get("SR", vdi_row["SR"])["uuid"]
+        with _names(vdi_row["SR"], sr_uuid, [(vdi_row["location"], vdi)]):
+            await ctx.backend.domain_insert_cd(vm_uuid, row["userdevice"], sr_uuid,
+                                               vdi_row["location"])
+    store.update("VBD", vbd, {"VDI": vdi, "empty": False})
+    update_vbd_ops(store, vbd)
+    update_vdi_ops(store, vdi)
+
+
+@action("VBD.eject")
+async def vbd_eject(ctx, vbd):
+    store = ctx.store
+    row = store.get("VBD", vbd)
+    _assert_cd(store, vbd, row)
+    if row["empty"]:
+        raise ApiError("VBD_IS_EMPTY", vbd)
+    if row["currently_attached"]:
+        await ctx.backend.domain_eject_cd(store.get("VM", row["VM"])["uuid"], row["userdevice"])
+    store.update("VBD", vbd, {"VDI": NULL, "empty": True})
+    update_vbd_ops(store, vbd)
+    if store.exists("VDI", row["VDI"]):
+        update_vdi_ops(store, row["VDI"])
+
+
+@action("VBD.set_mode")
+def vbd_set_mode(ctx, vbd, value):
+    store = ctx.store
+    row = store.get("VBD", vbd)
+    power = store.get("VM", row["VM"])["power_state"]
+    if power != "Halted":
+        raise ApiError("VM_BAD_POWER_STATE", row["VM"], "Halted", power)
+    if row["type"] == "CD" and value != "RO":
+        raise ApiError("VBD_CDS_MUST_BE_READONLY")
+    if value == "RW" and not row["empty"] and store.get("VDI", row["VDI"])["read_only"]:
+        raise ApiError("VDI_READONLY", row["VDI"])
+    store.update("VBD", vbd, {"mode": value})
