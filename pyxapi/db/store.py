@@ -13,6 +13,7 @@ import asyncio
 import datetime as _dt
 import uuid as _uuid
 from collections import defaultdict
+from contextvars import ContextVar
 
 from ..errors import ApiError
 from ..model import Model
@@ -20,6 +21,9 @@ from ..model.types import Ref
 from ..model.values import NULL_REF
 
 NULL = NULL_REF
+
+# The undo journal of the Async task running in this asyncio context (see Store.undo).
+journal: ContextVar[list | None] = ContextVar("store_journal", default=None)
 
 
 def new_ref() -> str:
@@ -41,8 +45,15 @@ class Store:
         self.generation = 0
         # (class, ref) -> (generation, operation), oldest first: what event.from reads
         self.changes: dict[tuple[str, str], tuple[int, str]] = {}
+        # (class, ref) -> generation of its creation, kept with its `changes` entry, so that
+        # event.from can tell "created since your token" (an add, or nothing if also deleted)
+        self.born: dict[tuple[str, str], int] = {}
+        # changes at or below this generation may be forgotten (tombstones pruned, or from
+        # before a restart): a reader from an older token has lost events
+        self.horizon = 0
         self.dirty: dict[tuple[str, str], str] = {}
-        self._changed = asyncio.Event() if _has_loop() else None
+        # parked event readers: a class name or (class, ref) -> futures to wake on a write there
+        self._waiters: dict[object, set[asyncio.Future]] = {}
         self._flush_scheduled = False
 
     # ---- reads -------------------------------------------------------------
@@ -101,6 +112,7 @@ class Store:
             elif row["uuid"] in self.uuids[cls]:
                 raise ApiError("DB_UNIQUENESS_CONSTRAINT_VIOLATION", cls, "uuid", row["uuid"])
             self.uuids[cls][row["uuid"]] = ref
+        self._note(cls, ref, None)
         self.tables[cls][ref] = row
         self._write(cls, ref, "add")
         for name, (other, other_field) in c.links.items():
@@ -109,6 +121,8 @@ class Store:
 
     def update(self, cls: str, ref: str, changes: dict) -> None:
         row = self.get(cls, ref)
+        if journal.get() is not None:
+            self._note(cls, ref, {k: row[k] for k in changes if k in row})
         links = self.model.classes[cls].links
         for name, value in changes.items():
             old = row.get(name)
@@ -122,6 +136,7 @@ class Store:
 
     def destroy(self, cls: str, ref: str) -> None:
         row = self.get(cls, ref)
+        self._note(cls, ref, row)
         c = self.model.classes[cls]
         for name in c.links:
             self._link(cls, ref, name, row[name], None)
@@ -131,6 +146,28 @@ class Store:
         if c.has_uuid:
             self.uuids[cls].pop(row.get("uuid"), None)
         self._write(cls, ref, "del")
+
+    def _note(self, cls: str, ref: str, before: dict | None) -> None:
+        """Journal a write for undo: `before` is None for a creation (tasks keep their rows)."""
+        entries = journal.get()
+        if entries is not None and cls != "task":
+            entries.append((cls, ref, before))
+
+    def undo(self, entries: list) -> None:
+        """Roll back journalled writes, newest first: a cancelled task leaves nothing half-made."""
+        token = journal.set(None)
+        try:
+            for cls, ref, before in reversed(entries):
+                alive = ref in self.tables[cls]
+                if before is None:
+                    if alive:
+                        self.destroy(cls, ref)
+                elif not alive:
+                    self.create(cls, before, ref)
+                else:
+                    self.update(cls, ref, before)
+        finally:
+            journal.reset(token)
 
     def _link(self, cls, ref, name, old, new):
         other, other_field = self.model.classes[cls].links[name]
@@ -150,15 +187,16 @@ class Store:
     def _write(self, cls: str, ref: str, op: str, persist: bool = True) -> None:
         self.generation += 1
         key = (cls, ref)
+        if op == "add":
+            self.born[key] = self.generation
         prev = self.changes.pop(key, None)
         if prev and prev[1] == "add" and op == "mod":
             op = "add"  # not yet seen by anyone reading from before its creation
         self.changes[key] = (self.generation, op)
         if persist or op == "del":
             self.dirty[key] = op
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = asyncio.Event()
+        if self._waiters:
+            self._wake(cls, key)
         if self.persistence is not None and not self._flush_scheduled:
             self._flush_scheduled = True
             try:
@@ -179,23 +217,44 @@ class Store:
         out.reverse()
         return out
 
-    async def wait_for_change(self, generation: int, timeout: float) -> bool:
-        if self.generation > generation:
+    async def wait_for_change(self, generation: int, timeout: float, keys=None) -> bool:
+        """Wait until a write after `generation` (to one of `keys`: class names or
+        (class, ref) pairs, when given) or `timeout` seconds; True if woken by a write.
+
+        A parked reader costs one future and one timer; only writes to its keys wake it."""
+        if keys is None and self.generation > generation:
             return True
-        if self._changed is None:
-            self._changed = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        keys = (None,) if keys is None else keys
+        for k in keys:
+            self._waiters.setdefault(k, set()).add(fut)
+        timer = loop.call_later(max(timeout, 0.0), _resolve, fut, False)
         try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+            return await fut
+        finally:
+            timer.cancel()
+            for k in keys:
+                waiting = self._waiters.get(k)
+                if waiting is not None:
+                    waiting.discard(fut)
+                    if not waiting:
+                        del self._waiters[k]
+
+    def _wake(self, cls: str, key: tuple[str, str]) -> None:
+        for k in (None, cls, key):
+            for fut in self._waiters.get(k, ()):
+                _resolve(fut, True)
 
     def prune_changes(self, keep: int = 100_000) -> None:
         """Forget tombstones beyond the last `keep` changes (live objects stay)."""
         excess = len(self.changes) - keep
         for key in list(self.changes)[: max(excess, 0)]:
-            if self.changes[key][1] == "del":
+            gen, op = self.changes[key]
+            if op == "del":
                 del self.changes[key]
+                self.born.pop(key, None)
+                self.horizon = max(self.horizon, gen)
 
     # ---- persistence -------------------------------------------------------
 
@@ -232,7 +291,9 @@ class Store:
                     if target and target != NULL:
                         self.derived[(other, other_field)].setdefault(target, []).append(ref)
                 self.changes[(cls, ref)] = (0, "add")
+                self.born[(cls, ref)] = 0
         self.generation = generation
+        self.horizon = generation  # what was deleted before the restart is not known
 
 
 def _copy(value):
@@ -243,12 +304,9 @@ def _copy(value):
     return value
 
 
-def _has_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-        return True
-    except RuntimeError:
-        return False
+def _resolve(fut: asyncio.Future, value) -> None:
+    if not fut.done():
+        fut.set_result(value)
 
 
 def now() -> _dt.datetime:
