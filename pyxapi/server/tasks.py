@@ -1,17 +1,23 @@
-"""Async.* calls: each runs its handler in the background under a task object."""
+"""Async.* calls: each runs its handler in the background under a task object.
+
+Clients' own tasks (task.create) live here too. Task operations follow xapi's rule: a user may
+act on their own tasks; acting on another user's needs a pool-operator or pool-admin role.
+"""
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
 
-from ..db.store import NULL, now
+from ..db.store import NULL, journal, new_ref, now
 from ..errors import ApiError
 from ..wire import xmlrpc
 
 log = logging.getLogger("pyxapi.tasks")
 
 FINISHED_TASK_LIFETIME = 3600.0  # seconds a finished task is kept before it is removed
+COMPLETED = frozenset({"success", "failure", "cancelled"})
+ANY_TASK_ROLES = frozenset({"pool-admin", "pool-operator"})  # xapi's task.destroy/any
 
 
 class Tasks:
@@ -19,18 +25,24 @@ class Tasks:
         self.app = app
         self.running: dict[str, asyncio.Task] = {}
         self.finished_at: dict[str, float] = {}
+        self.owners: dict[str, str] = {}  # task ref -> user name of the session that made it
 
-    def create(self, label: str, session: str | None, description: str = "") -> str:
-        return self.app.store.create("task", {
+    def create(self, label: str, session: str | None, description: str = "",
+               cancellable: bool = True) -> str:
+        ref = self.app.store.create("task", {
             "name_label": label,
             "name_description": description,
             "status": "pending",
             "created": now(),
             "progress": 0.0,
+            "type": "<none/>",
             "resident_on": self.app.host_ref,
-            "allowed_operations": ["cancel"],
+            "allowed_operations": ["cancel"] if cancellable else [],
             "subtask_of": NULL,
         })
+        if session:
+            self.owners[ref] = self.app.store.get("session", session)["auth_user_name"]
+        return ref
 
     def start_async(self, route, session: str, args: list) -> str:
         from .dispatch import Context
@@ -38,27 +50,35 @@ class Tasks:
         msg = route.message
         ref = self.create(f"Async.{msg.wire_name}", session)
         ctx = Context(self.app, session, ref, msg)
+        writes: list = []  # the handler's store writes, undone if it is cancelled
 
         async def run():
-            try:
-                if route.is_coroutine:
-                    result = await route.handler(ctx, args)
-                else:
-                    result = route.handler(ctx, args)
-                self.finish(ref, "success", result=result)
-            except asyncio.CancelledError:
-                self.finish(ref, "cancelled", error=["TASK_CANCELLED", ref])
-            except ApiError as e:
-                self.finish(ref, "failure", error=e.description)
-            except Exception as e:
-                log.exception("internal error in task %s", msg.wire_name)
-                self.finish(ref, "failure", error=["INTERNAL_ERROR", f"{type(e).__name__}: {e}"])
-            finally:
-                self.running.pop(ref, None)
-                self.app.store.commit()
+            journal.set(writes)  # this asyncio task's own context
+            if route.is_coroutine:
+                return await route.handler(ctx, args)
+            return route.handler(ctx, args)
 
-        self.running[ref] = asyncio.get_running_loop().create_task(run())
+        job = asyncio.get_running_loop().create_task(run())
+        job.add_done_callback(lambda job: self._settle(ref, msg.wire_name, job, writes))
+        self.running[ref] = job
         return ref
+
+    def _settle(self, ref: str, name: str, job: asyncio.Task, writes: list) -> None:
+        """Record how a job ended (also when it was cancelled before it ever ran)."""
+        self.running.pop(ref, None)
+        store = self.app.store
+        error = None if job.cancelled() else job.exception()
+        if job.cancelled() or (isinstance(error, ApiError) and error.code == "TASK_CANCELLED"):
+            store.undo(writes)
+            self.finish(ref, "cancelled", error=["TASK_CANCELLED", ref])
+        elif isinstance(error, ApiError):
+            self.finish(ref, "failure", error=error.description)
+        elif error is not None:
+            log.error("internal error in task %s", name, exc_info=error)
+            self.finish(ref, "failure", error=["INTERNAL_ERROR", f"{type(error).__name__}: {error}"])
+        else:
+            self.finish(ref, "success", result=job.result())
+        store.commit()
 
     def set_progress(self, ref: str, fraction: float) -> None:
         store = self.app.store
@@ -67,36 +87,77 @@ class Tasks:
 
     def finish(self, ref: str, status: str, result=None, error=None) -> None:
         store = self.app.store
-        if ref not in store.tables["task"]:
+        row = store.tables["task"].get(ref)
+        if row is None:
+            return
+        if "destroy" in row["current_operations"].values():  # task.destroy asked while it ran
+            self.forget(ref)
             return
         changes = {"status": status, "finished": now(), "allowed_operations": [],
-                   "current_operations": {}}
+                   "current_operations": {}, "progress": 1.0}
         if status == "success":
-            changes["progress"] = 1.0
             changes["result"] = "" if result is None else _encode_value(result)
         if error is not None:
             changes["error_info"] = [str(e) for e in error]
         store.update("task", ref, changes)
         self.finished_at[ref] = time.monotonic()
 
-    def cancel(self, ref: str) -> bool:
-        """Ask a running task to stop; False when it is not running here."""
+    # ---- task.* on behalf of a session ----------------------------------------------------
+
+    def check_owner(self, session: str, ref: str) -> None:
+        """Own tasks are free; another user's need the task.destroy/any permission."""
+        user = self.app.store.get("session", session)["auth_user_name"]
+        if self.owners.get(ref) == user:
+            return
+        if self.app.sessions.role(session) not in ANY_TASK_ROLES:
+            raise ApiError("RBAC_PERMISSION_DENIED", "task.destroy/any",
+                           "No permission in user session")
+
+    def cancel(self, ref: str) -> None:
+        """Stop a running Async task; a client's own task is only marked, its owner ends it."""
+        store = self.app.store
+        if store.get("task", ref)["status"] != "pending":
+            return
+        changes = {"current_operations": {new_ref(): "cancel"}}
         job = self.running.get(ref)
-        if job is None:
-            return False
-        self.app.store.update("task", ref, {"status": "cancelling"})
-        job.cancel()
-        return True
+        if job is not None:
+            changes["status"] = "cancelling"
+        store.update("task", ref, changes)
+        if job is not None:
+            job.cancel()
+
+    def destroy(self, ref: str) -> None:
+        """Remove a finished task; one still pending goes when it finishes."""
+        row = self.app.store.get("task", ref)
+        if row["status"] in COMPLETED:
+            self.forget(ref)
+        else:
+            ops = dict(row["current_operations"])
+            ops["task"] = "destroy"
+            self.app.store.update("task", ref, {"current_operations": ops})
+
+    def set_status(self, ref: str, status: str) -> None:
+        """A client ending its own task: completed tasks are collected (or destroyed if asked)."""
+        store = self.app.store
+        store.update("task", ref, {"status": status})
+        if status in COMPLETED:
+            if "destroy" in store.get("task", ref)["current_operations"].values():
+                self.forget(ref)
+            else:
+                self.finished_at[ref] = time.monotonic()
+
+    def forget(self, ref: str) -> None:
+        self.finished_at.pop(ref, None)
+        self.owners.pop(ref, None)
+        if ref in self.app.store.tables["task"]:
+            self.app.store.destroy("task", ref)
 
     def collect(self) -> None:
         """Remove finished tasks older than FINISHED_TASK_LIFETIME."""
         cutoff = time.monotonic() - FINISHED_TASK_LIFETIME
-        store = self.app.store
         for ref, at in list(self.finished_at.items()):
             if at < cutoff:
-                del self.finished_at[ref]
-                if ref in store.tables["task"]:
-                    store.destroy("task", ref)
+                self.forget(ref)
 
 
 def _encode_value(value) -> str:
