@@ -37,7 +37,7 @@ def make_asgi(app):
         if body is None:
             return await _reply(send, 413, _TEXT_HEADERS,
                                 b"request body too large (limit %d bytes)\n" % MAX_BODY)
-        if scope["path"] == "/jsonrpc" or _is_json(scope):
+        if is_jsonrpc(scope["path"], _content_type(scope)):
             out = await dispatcher.handle_jsonrpc(body)
             return await _reply(send, 200, _JSON_HEADERS, out)
         out = await dispatcher.handle_xmlrpc(body)
@@ -64,11 +64,16 @@ async def _read_body(receive) -> bytes | None:
             return b"".join(parts)
 
 
-def _is_json(scope) -> bool:
+def is_jsonrpc(path: str, content_type: bytes) -> bool:
+    """Which codec a POST speaks (shared with server/http.py, which serves POSTs itself)."""
+    return path == "/jsonrpc" or content_type.startswith(b"application/json")
+
+
+def _content_type(scope) -> bytes:
     for k, v in scope["headers"]:
         if k == b"content-type":
-            return v.startswith(b"application/json")
-    return False
+            return v
+    return b""
 
 
 async def _reply(send, status, headers, body: bytes):

@@ -1,4 +1,4 @@
-"""Run the listeners (HTTP, HTTPS, Unix socket) on one uvloop event loop."""
+"""Run the listeners (HTTP, HTTPS, Unix socket) on one uvloop event loop (server/http.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -8,9 +8,8 @@ import pathlib
 import signal
 from dataclasses import dataclass
 
-import uvicorn
-
 from .asgi import make_asgi
+from .http import HttpServer
 from .tls import server_context
 
 log = logging.getLogger("pyxapi")
@@ -41,49 +40,41 @@ def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
 
 
 async def serve(app, listeners: list[Listener], tls_files=None, ready=None) -> None:
-    asgi = make_asgi(app)
+    http = HttpServer(app, make_asgi(app))
+    loop = asyncio.get_running_loop()
     servers = []
     for lst in listeners:
-        kwargs = dict(lifespan="off", access_log=False, log_level="warning", http="httptools",
-                      loop="none", timeout_keep_alive=60, server_header=False, date_header=True)
-        if lst.kind == "unix":
-            p = pathlib.Path(lst.path)
-            p.parent.mkdir(parents=True, exist_ok=True)
-            if p.exists():
-                p.unlink()
-            config = uvicorn.Config(asgi, uds=str(p), **kwargs)
-        else:
-            config = uvicorn.Config(asgi, host=lst.host, port=lst.port, **kwargs)
-        config.load()
-        if lst.kind == "https":
-            config.ssl = server_context(*tls_files)
-        server = uvicorn.Server(config)
-        server.lifespan = config.lifespan_class(config)
-        await server.startup()
-        if server.should_exit:
-            raise SystemExit(f"could not listen on {lst.url}")
-        if lst.kind == "unix":
-            os.chmod(lst.path, 0o600)
+        try:
+            if lst.kind == "unix":
+                p = pathlib.Path(lst.path)
+                p.parent.mkdir(parents=True, exist_ok=True)
+                if p.exists():
+                    p.unlink()
+                server = await loop.create_unix_server(http.protocol_factory("http"), str(p),
+                                                       backlog=2048)
+                os.chmod(lst.path, 0o600)
+            else:
+                ssl = server_context(*tls_files) if lst.kind == "https" else None
+                server = await loop.create_server(http.protocol_factory(lst.kind), lst.host, lst.port,
+                                                  ssl=ssl, backlog=2048)
+        except OSError as e:
+            raise SystemExit(f"could not listen on {lst.url}: {e}") from None
         if lst.port == 0 and lst.kind != "unix":
-            lst.port = server.servers[0].sockets[0].getsockname()[1]
+            lst.port = server.sockets[0].getsockname()[1]
         servers.append(server)
     await app.started()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     if ready:
         ready(listeners)
-    housekeeping = loop.create_task(_housekeeping(app))
-    # uvicorn's own tick loop keeps the Date header current
-    ticks = [loop.create_task(server.main_loop()) for server in servers]
+    background = [loop.create_task(_housekeeping(app)), loop.create_task(http.sweep_idle())]
     await stop.wait()
-    housekeeping.cancel()
+    for task in background:
+        task.cancel()
     for server in servers:
-        server.should_exit = True
-    await asyncio.gather(*ticks, return_exceptions=True)
-    for server in servers:
-        await server.shutdown()
+        server.close()
+    await http.shutdown()
     app.close()
 
 

@@ -1,0 +1,1 @@
+"""pyxapi benchmarks: `python -m bench` (see bench/README.md)."""

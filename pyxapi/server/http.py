@@ -1,0 +1,274 @@
+"""HTTP/1.1 on httptools, without a framework in the hot path.
+
+Every Xen-API call is a POST: it goes straight to the dispatcher and its reply
+leaves in one write (status line, headers and body together). Any other request
+(GET, PUT, …) is handed to the ASGI app of server/asgi.py with its body buffered,
+so plain HTTP handlers live there. Measured in bench/: a generic ASGI server's
+per-request cycle (scope, events, two writes per reply) cost about half of a
+getter call.
+
+Keep-alive and pipelining: requests on one connection are answered in order, one
+at a time; idle connections are closed after `KEEP_ALIVE` seconds.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import email.utils
+import logging
+import time
+import urllib.parse
+
+import httptools
+
+from .asgi import MAX_BODY, is_jsonrpc
+
+log = logging.getLogger("pyxapi.http")
+
+KEEP_ALIVE = 60.0
+_PIPELINE_LIMIT = 32  # queued requests on one connection before it stops reading
+
+_XML = b"text/xml"
+_JSON = b"application/json"
+_REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
+            413: b"Payload Too Large", 500: b"Internal Server Error"}
+_date = [0, b""]
+
+
+def _date_header() -> bytes:
+    now = int(time.time())
+    if _date[0] != now:
+        _date[0], _date[1] = now, email.utils.formatdate(now, usegmt=True).encode()
+    return _date[1]
+
+
+def _head(status: int, content_type: bytes, length: int, keep_alive: bool, extra=()) -> bytes:
+    reason = _REASONS.get(status) or b"Status"
+    parts = [b"HTTP/1.1 %d %s\r\ndate: %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
+             % (status, reason, _date_header(), content_type, length)]
+    for name, value in extra:
+        parts.append(name + b": " + value + b"\r\n")
+    if not keep_alive:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+class _Request:
+    __slots__ = ("method", "url", "headers", "body", "keep_alive", "version", "too_large")
+
+    def __init__(self, method, url, headers, body, keep_alive, version, too_large):
+        self.method, self.url, self.headers, self.body = method, url, headers, body
+        self.keep_alive, self.version, self.too_large = keep_alive, version, too_large
+
+    def header(self, name: bytes) -> bytes | None:
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+
+class HttpServer:
+    """What every connection shares: the dispatcher, the ASGI app, the open connections."""
+
+    def __init__(self, app, asgi):
+        self.dispatcher = app.dispatcher
+        self.asgi = asgi
+        self.connections: set[HttpProtocol] = set()
+
+    def protocol_factory(self, scheme: str):
+        return lambda: HttpProtocol(self, scheme)
+
+    async def sweep_idle(self) -> None:
+        """Close keep-alive connections idle for longer than KEEP_ALIVE."""
+        while True:
+            await asyncio.sleep(KEEP_ALIVE / 4)
+            limit = time.monotonic() - KEEP_ALIVE
+            for conn in list(self.connections):
+                if not conn.busy and conn.last_active < limit:
+                    conn.transport.close()
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """Close idle connections now, busy ones after their reply (or after `grace` s)."""
+        for conn in list(self.connections):
+            conn.close_when_idle()
+        deadline = time.monotonic() + grace
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.transport.abort()
+
+
+class HttpProtocol(asyncio.Protocol):
+    def __init__(self, server: HttpServer, scheme: str):
+        self.server = server
+        self.scheme = scheme
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport = None
+        self.busy = False
+        self.closing = False
+        self.queue: collections.deque[_Request] = collections.deque()
+        self.last_active = time.monotonic()
+        self.disconnected: asyncio.Future | None = None
+        self._url = b""
+        self._headers: list = []
+        self._body: list = []
+        self._size = 0
+
+    # ---- transport -----------------------------------------------------------
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.server.connections.add(self)
+
+    def connection_lost(self, exc):
+        self.server.connections.discard(self)
+        self.queue.clear()
+        if self.disconnected is not None and not self.disconnected.done():
+            self.disconnected.set_result(None)
+
+    def data_received(self, data: bytes):
+        self.last_active = time.monotonic()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(400, b"protocol upgrades are not supported\n")
+        except httptools.HttpParserError:
+            self._refuse(400, b"invalid HTTP request\n")
+
+    def close_when_idle(self) -> None:
+        self.closing = True
+        if not self.busy:
+            self.transport.close()
+
+    def _refuse(self, status: int, text: bytes) -> None:
+        """Answer and close: the connection's byte stream cannot be trusted further."""
+        self.transport.write(_head(status, b"text/plain; charset=utf-8", len(text), False) + text)
+        self.transport.close()
+
+    # ---- parser callbacks ------------------------------------------------------
+
+    def on_message_begin(self):
+        self._url = b""
+        self._headers = []
+        self._body = []
+        self._size = 0
+
+    def on_url(self, url: bytes):
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes):
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self):
+        for name, value in self._headers:
+            if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY:
+                return self._refuse(413, b"request body too large (limit %d bytes)\n" % MAX_BODY)
+            if name == b"expect" and value.lower() == b"100-continue":
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes):
+        self._size += len(body)
+        if self._size > MAX_BODY:
+            self._body = []
+        else:
+            self._body.append(body)
+
+    def on_message_complete(self):
+        p = self.parser
+        req = _Request(p.get_method(), self._url, self._headers, b"".join(self._body),
+                       p.should_keep_alive(), p.get_http_version(), self._size > MAX_BODY)
+        self._body = []
+        if self.busy:
+            self.queue.append(req)
+            if len(self.queue) >= _PIPELINE_LIMIT:
+                self.transport.pause_reading()
+        else:
+            self._start(req)
+
+    # ---- requests ----------------------------------------------------------------
+
+    def _start(self, req: _Request) -> None:
+        self.busy = True
+        asyncio.get_running_loop().create_task(self._serve(req))
+
+    async def _serve(self, req: _Request) -> None:
+        keep_alive = req.keep_alive and not self.closing
+        try:
+            if req.too_large:
+                text = b"request body too large (limit %d bytes)\n" % MAX_BODY
+                out = _head(413, b"text/plain; charset=utf-8", len(text), False) + text
+                keep_alive = False
+            elif req.method == b"POST":
+                d = self.server.dispatcher
+                if is_jsonrpc(httptools.parse_url(req.url).path.decode("latin-1"),
+                              req.header(b"content-type") or b""):
+                    body, ctype = await d.handle_jsonrpc(req.body), _JSON
+                else:
+                    body, ctype = await d.handle_xmlrpc(req.body), _XML
+                out = _head(200, ctype, len(body), keep_alive) + body
+            else:
+                out, keep_alive = await self._asgi(req, keep_alive)
+        except Exception:
+            log.exception("internal error answering %s %r", req.method, req.url)
+            text = b"internal server error\n"
+            out = _head(500, b"text/plain; charset=utf-8", len(text), False) + text
+            keep_alive = False
+        transport = self.transport
+        if transport.is_closing():
+            return
+        transport.write(out)
+        self.last_active = time.monotonic()
+        if not keep_alive:
+            transport.close()
+            return
+        self.busy = False
+        if self.queue:
+            req = self.queue.popleft()
+            if len(self.queue) < _PIPELINE_LIMIT // 2:
+                transport.resume_reading()
+            self._start(req)
+
+    async def _asgi(self, req: _Request, keep_alive: bool) -> tuple[bytes, bool]:
+        """Run a non-RPC request through the ASGI app; the reply is buffered."""
+        url = httptools.parse_url(req.url)
+        raw_path = url.path
+        scope = {
+            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": req.version, "method": req.method.decode("latin-1"),
+            "scheme": self.scheme, "path": urllib.parse.unquote(raw_path.decode("latin-1")),
+            "raw_path": raw_path, "query_string": url.query or b"", "root_path": "",
+            "headers": req.headers, "server": self.transport.get_extra_info("sockname"),
+            "client": self.transport.get_extra_info("peername"),
+        }
+        sent_body = False
+
+        async def receive():
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": req.body, "more_body": False}
+            if self.disconnected is None:
+                self.disconnected = asyncio.get_running_loop().create_future()
+            await self.disconnected
+            return {"type": "http.disconnect"}
+
+        start: dict = {}
+        chunks: list[bytes] = []
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.server.asgi(scope, receive, send)
+        body = b"".join(chunks)
+        length = len(body)
+        if req.method == b"HEAD":
+            body = b""
+        headers = [(k.lower(), v) for k, v in start.get("headers", [])]
+        ctype = next((v for k, v in headers if k == b"content-type"), b"application/octet-stream")
+        extra = [(k, v) for k, v in headers
+                 if k not in (b"content-type", b"content-length", b"connection", b"date")]
+        return _head(start.get("status", 500), ctype, length, keep_alive, extra) + body, keep_alive
