@@ -116,6 +116,8 @@ class Dispatcher:
 
     async def call(self, method: str, params: list, *, originator: str | None = None):
         """Run one call; returns the result value or raises ApiError."""
+        if method == "system.listMethods":  # introspection, no session (Xen Orchestra uses it)
+            return self.list_methods()
         route, is_async = self._look_up(method)
         msg = route.message
         self._check_arity(method, msg, params)
@@ -144,6 +146,10 @@ class Dispatcher:
         finally:
             if store.dirty:  # durable before the reply leaves
                 store.commit()
+
+    def list_methods(self) -> list[str]:
+        names = [n for n, r in self.routes.items() if r.message.state != "Removed_s"]
+        return sorted(names) + ["system.listMethods"]
 
     def _look_up(self, method: str):
         is_async = method.startswith("Async.")
