@@ -30,6 +30,10 @@ def main(argv=None) -> int:
     s.add_argument("--tls-cert")
     s.add_argument("--tls-key")
     s.add_argument("--log-level", default=os.environ.get("PYXAPI_LOG_LEVEL", "INFO"))
+    s.add_argument("--session-timeout", type=float, default=86400, metavar="SECONDS",
+                   help="end sessions unused for this long (default: 24 h, as xapi)")
+    s.add_argument("--max-sessions", type=int, default=500, metavar="N",
+                   help="sessions kept per user / per originator; the least recently used go first")
 
     u = sub.add_parser("user", help="manage local users")
     usub = u.add_subparsers(dest="user_command", required=True)
@@ -66,6 +70,7 @@ def serve(args) -> int:
     if not listeners:
         listeners = [Listener("http", "127.0.0.1", 8080)]
     app = App(state_dir, args.backend)
+    app.sessions.configure(timeout=args.session_timeout, max_per_group=args.max_sessions)
     tls_files = None
     if any(lst.kind == "https" for lst in listeners):
         if args.tls_cert and args.tls_key:

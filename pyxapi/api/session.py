@@ -17,3 +17,8 @@ async def slave_local_login_with_password(ctx, uname, pwd):
 @action("session.logout", "session.local_logout")
 def logout(ctx):
     ctx.app.sessions.logout(ctx.session)
+
+
+@action("session.change_password")
+async def change_password(ctx, old_pwd, new_pwd):
+    await ctx.app.sessions.change_password(ctx.session, new_pwd)

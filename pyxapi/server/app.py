@@ -7,6 +7,7 @@ import pathlib
 from .. import model as _model
 from ..db.persist import SqlitePersistence
 from ..db.store import Store
+from .audit import Audit
 from .auth import Users, generate_password
 from .dispatch import Dispatcher
 from .sessions import Rbac, Sessions
@@ -29,6 +30,7 @@ class App:
         self.users = Users(self.persistence)
         self.sessions = Sessions(self)
         self.rbac = Rbac(self)
+        self.audit = Audit(self.state_dir / "audit.log" if self.state_dir else None)
         self.tasks = Tasks(self)
         self.backend_name = backend_name
         self.backend = _make_backend(backend_name, self.state_dir, backend_options or {})
@@ -62,6 +64,7 @@ class App:
 
     def close(self) -> None:
         self.store.commit()
+        self.audit.close()
         if self.persistence:
             self.persistence.close()
 

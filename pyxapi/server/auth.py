@@ -41,6 +41,9 @@ def _unb64(s: str) -> bytes:
     return base64.b64decode(s)
 
 
+_DUMMY = hash_password("not a password")  # checked for unknown users: same cost either way
+
+
 class Users:
     """Local user accounts, kept in the persistence layer's `local_users` table."""
 
@@ -63,10 +66,16 @@ class Users:
         else:
             self.persistence.put_user(name, h, role)
 
+    def list(self) -> list[tuple[str, str]]:
+        """(name, role) of every local user."""
+        if self.persistence is None:
+            return sorted((n, v[1]) for n, v in self._memory.items())
+        return [tuple(r) for r in self.persistence.users()]
+
     def check(self, name: str, password: str):
-        """The user's role if the password is right, else None."""
+        """The user's (name, hash, role) if the password is right, else None."""
         row = self.get(name)
         if row is None:
-            verify_password(password, hash_password("x"))  # same cost either way
+            verify_password(password, _DUMMY)
             return None
-        return row[2] if verify_password(password, row[1]) else None
+        return row if verify_password(password, row[1]) else None

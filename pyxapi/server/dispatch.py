@@ -115,7 +115,20 @@ class Dispatcher:
     # ---- the pipeline ------------------------------------------------------
 
     async def call(self, method: str, params: list, *, originator: str | None = None):
-        """Run one call; returns the result value or raises ApiError."""
+        """Run one call; returns the result value or raises ApiError.
+        State-changing calls are written to the audit log, whatever their outcome."""
+        entry = self.app.audit.start(self, method, params)
+        if entry is None:
+            return await self._run(method, params)
+        try:
+            result = await self._run(method, params)
+        except Exception as e:
+            entry.finish(e)
+            raise
+        entry.finish(None, result)
+        return result
+
+    async def _run(self, method: str, params: list):
         if method == "system.listMethods":  # introspection, no session (Xen Orchestra uses it)
             return self.list_methods()
         route, is_async = self._look_up(method)
@@ -144,8 +157,8 @@ class Dispatcher:
                 return await route.handler(ctx, args)
             return route.handler(ctx, args)
         finally:
-            if store.dirty:  # durable before the reply leaves
-                store.commit()
+            if store.dirty:  # durable before the reply leaves; one commit per burst of calls
+                await store.durable()
 
     def list_methods(self) -> list[str]:
         names = [n for n, r in self.routes.items() if r.message.state != "Removed_s"]

@@ -82,5 +82,6 @@ async def _housekeeping(app) -> None:
     while True:
         await asyncio.sleep(60)
         app.tasks.collect()
+        app.sessions.sweep()
         app.store.prune_changes()
         app.store.commit()
