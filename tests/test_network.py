@@ -248,3 +248,61 @@ def test_pif_plug_unplug_forget_scan(host_x):
     x.PIF.forget(again)
     back = x.PIF.introduce(host, mac, "eth1", True)
     assert x.PIF.get_device(back) == "eth1" and x.PIF.get_network(back) == net1
+
+
+def test_vlan_create_and_destroy(host_x):
+    x = host_x
+    eth1 = pif(x, "eth1")
+    net = new_network(x, "VLAN 42")
+    before = records(x, "PIF", "VLAN")
+    assert failure(x.VLAN.create, eth1, "4095", net) == ["VLAN_TAG_INVALID", "4095"]
+    eth0_net = x.PIF.get_network(pif(x, "eth0"))
+    assert failure(x.VLAN.create, eth1, "42", eth0_net) == \
+        ["NETWORK_ALREADY_CONNECTED", eth0_net, pif(x, "eth0")]
+    assert records(x, "PIF", "VLAN") == before
+    vlan = x.VLAN.create(eth1, "42", net)
+    v = x.VLAN.get_record(vlan)
+    assert v["tagged_PIF"] == eth1 and int(v["tag"]) == 42
+    u = x.PIF.get_record(v["untagged_PIF"])
+    assert (u["device"], int(u["VLAN"]), u["network"], u["physical"], u["VLAN_master_of"]) == \
+        ("eth1", 42, net, False, vlan)
+    assert x.PIF.get_VLAN_slave_of(eth1) == [vlan] and x.network.get_PIFs(net) == [v["untagged_PIF"]]
+    other = new_network(x, "VLAN 42 again")
+    assert failure(x.VLAN.create, eth1, "42", other) == ["PIF_VLAN_EXISTS", v["untagged_PIF"]]
+    assert failure(x.VLAN.create, v["untagged_PIF"], "43", other) == \
+        ["PIF_IS_VLAN", v["untagged_PIF"]]
+    assert failure(x.PIF.forget, eth1) == ["PIF_VLAN_STILL_EXISTS", eth1]
+    assert failure(x.network.destroy, net) == ["NETWORK_CONTAINS_PIF", v["untagged_PIF"]]
+    x.VLAN.destroy(vlan)
+    assert vlan not in x.VLAN.get_all() and x.network.get_PIFs(net) == []
+    assert x.PIF.get_VLAN_slave_of(eth1) == []
+    x.network.destroy(net)
+    x.network.destroy(other)
+
+
+def test_bond_takes_over_the_management_interface(host_x):
+    x = host_x
+    eth0, eth1 = pif(x, "eth0"), pif(x, "eth1")
+    ip = x.PIF.get_IP(eth0)
+    net = new_network(x, "Bond 0+1")
+    assert failure(x.Bond.create, net, [eth0], "", "active-backup", {}) == \
+        ["PIF_BOND_NEEDS_MORE_MEMBERS"]
+    bond = x.Bond.create(net, [eth0, eth1], "", "active-backup", {})
+    b = x.Bond.get_record(bond)
+    assert sorted(b["slaves"]) == sorted([eth0, eth1]) and b["primary_slave"] == eth0
+    assert b["mode"] == "active-backup"
+    m = x.PIF.get_record(b["master"])
+    assert (m["device"], m["network"], m["management"], m["IP"], m["physical"]) == \
+        ("bond0", net, True, ip, False)
+    assert m["MAC"] == x.PIF.get_MAC(eth0) and m["bond_master_of"] == [bond]
+    for p in (eth0, eth1):
+        r = x.PIF.get_record(p)
+        assert r["bond_slave_of"] == bond and r["management"] is False
+        assert r["currently_attached"] is False
+    assert failure(x.Bond.create, net, [eth0, eth1], "", "lacp", {}) == ["PIF_ALREADY_BONDED", eth0]
+    x.Bond.destroy(bond)
+    assert b["master"] not in x.PIF.get_all() and bond not in x.Bond.get_all()
+    r = x.PIF.get_record(eth0)
+    assert r["management"] is True and r["IP"] == ip and r["bond_slave_of"] == NULL
+    assert x.PIF.get_currently_attached(eth1) is True
+    x.network.destroy(net)

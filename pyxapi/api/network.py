@@ -454,3 +454,137 @@ async def pif_introduce(ctx, host, MAC, device, managed):
             store.update("PIF", pif, {"managed": managed})
             return pif
     raise ApiError("PIF_DEVICE_NOT_FOUND")
+
+
+# ---------------------------------------------------------------------------------------------
+# VLAN and Bond: objects and the PIFs they make; the simulated host needs nothing more
+# ---------------------------------------------------------------------------------------------
+
+_IP_FIELDS = ("ip_configuration_mode", "IP", "netmask", "gateway", "DNS",
+              "ipv6_configuration_mode", "IPv6", "ipv6_gateway", "primary_address_type",
+              "management")
+_NO_IP = {"ip_configuration_mode": "None", "IP": "", "netmask": "", "gateway": "", "DNS": "",
+          "ipv6_configuration_mode": "None", "IPv6": [], "ipv6_gateway": "",
+          "primary_address_type": "IPv4", "management": False}
+
+
+def _logical_pif(store, like: dict, **fields) -> str:
+    """A PIF that is not a NIC (VLAN or bond master), on the host of ``like``."""
+    row = {"host": like["host"], "MAC": like["MAC"], "MTU": like["MTU"], "metrics": NULL,
+           "physical": False, "currently_attached": like["currently_attached"],
+           "bond_slave_of": NULL, "VLAN_master_of": NULL, "other_config": {},
+           "disallow_unplug": False, "managed": True, "properties": {}, "capabilities": [],
+           "igmp_snooping_status": "disabled", "PCI": NULL, "VLAN": -1, **_NO_IP}
+    row.update(fields)
+    return store.create("PIF", row)
+
+
+def _assert_network_free_on(store, network, host) -> None:
+    for p in store.field("network", network, "PIFs"):
+        if store.get("PIF", p)["host"] == host:
+            raise ApiError("NETWORK_ALREADY_CONNECTED", network, p)
+
+
+@action("VLAN.create")
+def vlan_create(ctx, tagged_PIF, tag, network):
+    store = ctx.store
+    tagged = store.get("PIF", tagged_PIF)
+    if not 0 <= tag <= 4094:
+        raise ApiError("VLAN_TAG_INVALID", tag)
+    if tagged["VLAN"] >= 0:
+        raise ApiError("PIF_IS_VLAN", tagged_PIF)
+    if tagged["bond_slave_of"] != NULL:
+        raise ApiError("PIF_ALREADY_BONDED", tagged_PIF)
+    for v in store.field("PIF", tagged_PIF, "VLAN_slave_of"):
+        if store.get("VLAN", v)["tag"] == tag:
+            raise ApiError("PIF_VLAN_EXISTS", store.get("VLAN", v)["untagged_PIF"])
+    _assert_network_free_on(store, network, tagged["host"])
+    vlan = store.create("VLAN", {"tagged_PIF": tagged_PIF, "tag": tag, "other_config": {}})
+    untagged = _logical_pif(store, tagged, device=tagged["device"], network=network, VLAN=tag,
+                            VLAN_master_of=vlan)
+    store.update("VLAN", vlan, {"untagged_PIF": untagged})
+    return vlan
+
+
+@action("VLAN.destroy")
+def vlan_destroy(ctx, vlan):
+    store = ctx.store
+    untagged = store.get("VLAN", vlan)["untagged_PIF"]
+    if store.exists("PIF", untagged):
+        if store.get("PIF", untagged)["management"]:
+            raise ApiError("PIF_IS_MANAGEMENT_INTERFACE", untagged)
+        store.destroy("PIF", untagged)
+    store.destroy("VLAN", vlan)
+
+
+@action("PIF.create_VLAN")
+def pif_create_vlan(ctx, device, network, host, VLAN):
+    """The deprecated form: the tagged PIF is found by device name."""
+    store = ctx.store
+    for p in store.field("host", host, "PIFs"):
+        row = store.get("PIF", p)
+        if row["device"] == device and row["VLAN"] < 0:
+            vlan = vlan_create(ctx, p, VLAN, network)
+            return store.get("VLAN", vlan)["untagged_PIF"]
+    raise ApiError("PIF_DEVICE_NOT_FOUND")
+
+
+@action("Bond.create")
+def bond_create(ctx, network, members, MAC, mode, properties):
+    store = ctx.store
+    members = list(dict.fromkeys(members))
+    if len(members) < 2:
+        raise ApiError("PIF_BOND_NEEDS_MORE_MEMBERS")
+    rows = {p: store.get("PIF", p) for p in members}
+    for p, row in rows.items():
+        if row["bond_slave_of"] != NULL:
+            raise ApiError("PIF_ALREADY_BONDED", p)
+        if row["VLAN"] >= 0:
+            raise ApiError("PIF_IS_VLAN", p)
+        if not row["physical"]:
+            raise ApiError("PIF_IS_NOT_PHYSICAL", p)
+    if len({row["host"] for row in rows.values()}) > 1:
+        raise ApiError("PIF_CANNOT_BOND_CROSS_HOST")
+    with_ip = [p for p, row in rows.items() if row["ip_configuration_mode"] != "None"]
+    if len(with_ip) > 1:
+        raise ApiError("PIF_BOND_MORE_THAN_ONE_IP")
+    if MAC and not valid_mac(MAC):
+        raise ApiError("MAC_INVALID", MAC)
+    host = rows[members[0]]["host"]
+    _assert_network_free_on(store, network, host)
+    # the member carrying the IP configuration (the management one) is the primary
+    primary = with_ip[0] if with_ip else members[0]
+    used = {store.get("PIF", p)["device"] for p in store.field("host", host, "PIFs")}
+    device = next(f"bond{i}" for i in range(len(used) + 1) if f"bond{i}" not in used)
+    bond = store.create("Bond", {"primary_slave": primary, "mode": mode,
+                                 "properties": dict(properties), "other_config": {},
+                                 "links_up": len(members), "auto_update_mac": not MAC})
+    first = rows[primary]
+    master = _logical_pif(store, first, device=device, network=network,
+                          MAC=MAC or first["MAC"], currently_attached=True,
+                          **{k: first[k] for k in _IP_FIELDS})
+    store.update("Bond", bond, {"master": master})
+    for p in members:
+        store.update("PIF", p, {"bond_slave_of": bond, "currently_attached": False, **_NO_IP})
+    return bond
+
+
+@action("Bond.destroy")
+def bond_destroy(ctx, bond):
+    """The members come back on their own, the primary with the master's IP configuration."""
+    store = ctx.store
+    row = store.get("Bond", bond)
+    master = store.get("PIF", row["master"]) if store.exists("PIF", row["master"]) else None
+    for p in store.field("Bond", bond, "slaves"):
+        changes = {"bond_slave_of": NULL, "currently_attached": True}
+        if p == row["primary_slave"] and master is not None:
+            changes.update({k: master[k] for k in _IP_FIELDS})
+        store.update("PIF", p, changes)
+    if master is not None:
+        store.destroy("PIF", row["master"])
+    store.destroy("Bond", bond)
+
+
+@action("Bond.set_mode")
+def bond_set_mode(ctx, bond, value):
+    ctx.store.update("Bond", bond, {"mode": value})
