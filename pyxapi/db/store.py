@@ -55,6 +55,7 @@ class Store:
         # parked event readers: a class name or (class, ref) -> futures to wake on a write there
         self._waiters: dict[object, set[asyncio.Future]] = {}
         self._flush_scheduled = False
+        self._durable_waiters: list[asyncio.Future] = []  # replies held until the next commit
 
     # ---- reads -------------------------------------------------------------
 
@@ -261,8 +262,10 @@ class Store:
     def commit(self) -> None:
         """Write dirty rows to the persistence layer (one transaction)."""
         self._flush_scheduled = False
+        waiters, self._durable_waiters = self._durable_waiters, []
         if not self.dirty or self.persistence is None:
             self.dirty.clear()
+            _resolve_all(waiters, None)
             return
         dirty, self.dirty = self.dirty, {}
         upserts, deletes = [], []
@@ -272,7 +275,29 @@ class Store:
                 deletes.append((cls, ref))
             else:
                 upserts.append((cls, ref, row))
-        self.persistence.save(upserts, deletes, self.generation)
+        try:
+            self.persistence.save(upserts, deletes, self.generation)
+        except BaseException as e:
+            self.dirty = {**dirty, **self.dirty}  # still to be written
+            _resolve_all(waiters, e)
+            raise
+        _resolve_all(waiters, None)
+
+    async def durable(self) -> None:
+        """Return once every write made so far is committed.
+
+        The commit runs from the event loop (scheduled by `_write`), after every call
+        that was ready in the same loop iteration has made its writes: a burst of
+        concurrent writes costs one transaction, and none of their replies leaves
+        before it. A failed commit fails the waiting calls."""
+        if not self.dirty:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._durable_waiters.append(fut)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.commit)
+        await fut
 
     def load(self) -> None:
         """Fill the tables from persistence, rebuilding indexes."""
@@ -294,6 +319,15 @@ class Store:
                 self.born[(cls, ref)] = 0
         self.generation = generation
         self.horizon = generation  # what was deleted before the restart is not known
+
+
+def _resolve_all(futures, error) -> None:
+    for f in futures:
+        if not f.done():
+            if error is None:
+                f.set_result(None)
+            else:
+                f.set_exception(error)
 
 
 def _copy(value):
