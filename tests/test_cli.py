@@ -132,27 +132,31 @@ def test_param_list_shows_every_field_with_its_qualifier(server, xapi):
 
 
 def test_param_set_get_add_remove(server, xapi):
-    ref, d0 = dom0(xapi)
-    u = f"uuid={d0['uuid']}"
-    ok(server, "vm-param-set", u, "name-description=set by the cli", "other-config:cli-key=v1",
-       "VCPUs-max=16")
-    assert xapi.VM.get_name_description(ref) == "set by the cli"
-    assert xapi.VM.get_other_config(ref)["cli-key"] == "v1"
-    ok(server, "vm-param-set", u, "other-config:cli-key=v2")  # an existing key is replaced
-    assert ok(server, "vm-param-get", u, "param-name=other-config", "param-key=cli-key") == "v2\n"
-    assert ok(server, "vm-param-get", u, "param-name=name-description") == "set by the cli\n"
-    ok(server, "vm-param-remove", u, "param-name=other-config", "param-key=cli-key")
-    assert "cli-key" not in xapi.VM.get_other_config(ref)
-    ok(server, "vm-param-add", u, "param-name=tags", "param-key=cli-tag")
-    assert "cli-tag" in xapi.VM.get_tags(ref)
-    ok(server, "vm-param-remove", u, "param-name=tags", "param-key=cli-tag")
-    assert "cli-tag" not in xapi.VM.get_tags(ref)
-    ok(server, "vm-param-add", u, "param-name=other-config", "a=1", "b=2")
-    assert {"a": "1", "b": "2"}.items() <= xapi.VM.get_other_config(ref).items()
-    ok(server, "vm-param-clear", u, "param-name=tags")
-    assert xapi.VM.get_tags(ref) == []
+    ref = xapi.pool.get_all()[0]
+    u = f"uuid={xapi.pool.get_uuid(ref)}"
+    ok(server, "pool-param-set", u, "name-description=set by the cli", "other-config:cli-key=v1",
+       "vm-console-idle-timeout=600", "migration-compression=true")
+    assert xapi.pool.get_name_description(ref) == "set by the cli"
+    assert xapi.pool.get_other_config(ref)["cli-key"] == "v1"
+    assert int(xapi.pool.get_vm_console_idle_timeout(ref)) == 600
+    assert xapi.pool.get_migration_compression(ref) is True
+    ok(server, "pool-param-set", u, "other-config:cli-key=v2")  # an existing key is replaced
+    assert ok(server, "pool-param-get", u, "param-name=other-config", "param-key=cli-key") == "v2\n"
+    assert ok(server, "pool-param-get", u, "param-name=name-description") == "set by the cli\n"
+    assert ok(server, "pool-param-get", u, "param-name=vm-console-idle-timeout", "--json") == "600\n"
+    ok(server, "pool-param-remove", u, "param-name=other-config", "param-key=cli-key")
+    assert "cli-key" not in xapi.pool.get_other_config(ref)
+    ok(server, "pool-param-add", u, "param-name=tags", "param-key=cli-tag")
+    assert "cli-tag" in xapi.pool.get_tags(ref)
+    ok(server, "pool-param-remove", u, "param-name=tags", "param-key=cli-tag")
+    assert "cli-tag" not in xapi.pool.get_tags(ref)
+    ok(server, "pool-param-add", u, "param-name=other-config", "a=1", "b=2")
+    assert {"a": "1", "b": "2"}.items() <= xapi.pool.get_other_config(ref).items()
+    ok(server, "pool-param-add", u, "param-name=tags", "param-key=t1")
+    ok(server, "pool-param-clear", u, "param-name=tags")
+    assert xapi.pool.get_tags(ref) == []
     # any message of the model: `<class>-<message>` (here a generated getter)
-    assert ok(server, "vm-get-name-description", u) == "set by the cli\n"
+    assert ok(server, "pool-get-name-description", u) == "set by the cli\n"
 
 
 def test_bad_input_is_refused_and_changes_nothing(server, xapi):
@@ -326,6 +330,7 @@ def test_vm_lifecycle_verbs(server, xapi):
     p = run(server, "vm-shutdown", u)
     assert p.returncode == 1 and p.stderr.startswith("Error: VM_BAD_POWER_STATE")
     assert "expected: running" in p.stderr.lower() and "The VM is not in the power state" in p.stderr
+    assert f"  vm: {uuid} (cli lifecycle)\n" in p.stderr  # a ref parameter shown as uuid and name
     clone = ok(server, "vm-clone", u, "new-name-label=cli clone").strip()
     assert xapi.VM.get_name_label(xapi.VM.get_by_uuid(clone)) == "cli clone"
     p = run(server, "vm-snapshot", u, "new-name-label=cli snap")

@@ -41,13 +41,19 @@ EXPLAIN = {
 }
 
 
-def describe(description: list[str]) -> str:
-    """The text printed for a failure [code, params…]."""
+def describe(description: list[str], show_ref=None) -> str:
+    """The text printed for a failure [code, params…].
+
+    show_ref(param name, ref) may turn an OpaqueRef parameter into something a person
+    recognises (its uuid and name); it is only asked about values that are refs.
+    """
     code, params = description[0], description[1:]
     names = load().errors.get(code) or []
     lines = [f"Error: {code}"]
     for i, value in enumerate(params):
         name = names[i] if i < len(names) else f"param{i + 1}"
+        if show_ref and value.startswith("OpaqueRef:") and value != "OpaqueRef:NULL":
+            value = show_ref(name, value)
         lines.append(f"  {name}: {value}")
     if code in EXPLAIN:
         lines.append(EXPLAIN[code])

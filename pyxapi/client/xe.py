@@ -11,6 +11,7 @@ vm-uninstall, vm-disk-add, vdi-create, vif-create, event-watch, user-add.
 from __future__ import annotations
 
 import json
+import shlex
 import ssl
 import sys
 import time
@@ -90,6 +91,18 @@ class Cli:
     def print(self, text: str = "") -> None:
         self.out.write(text + "\n")
         self.out.flush()
+
+    def ref_label(self, param: str, ref: str) -> str:
+        """An error's ref parameter named after its class (vm, sr, vdi, …) as `uuid (name)`."""
+        cls = next((c for c in R.model().classes if c.lower() == param.lower()), None)
+        if cls is None or self._conn is None:
+            return ref
+        try:
+            rec = self._conn.api(f"{cls}.get_record", ref)
+        except (Failure, OSError):
+            return ref
+        name = rec.get("name_label")
+        return f"{rec.get('uuid', ref)} ({name})" if name else rec.get("uuid", ref)
 
     def print_ref(self, cls: str, ref) -> None:
         """A created object: its uuid, which is what xe prints and scripts capture."""
@@ -292,7 +305,8 @@ def cmd_param_clear(cli: Cli, xe_cls: str, cls: str, args: dict) -> int:
     return 0
 
 
-def call_message(cli: Cli, xe_cls: str, cls: str, name: str, args: dict, renames: dict | None = None) -> int:
+def call_message(cli: Cli, xe_cls: str, cls: str, name: str, args: dict, renames: dict | None = None,
+                 label: str | None = None) -> int:
     """`<class>-<message>`: any message of the model, on the chosen object(s) when it takes one."""
     msg = R.model().message(f"{cls}.{name}")
     if msg is None:
@@ -322,8 +336,8 @@ def call_message(cli: Cli, xe_cls: str, cls: str, name: str, args: dict, renames
     for ref in targets:
         call_args = ([ref] if on_self else []) + given
         if use_async:
-            label = f"{xe_cls}-{R.xe_name(name)}"
-            result = run_async(cli.conn, msg.wire_name, *call_args, label=label, err=cli.err)
+            result = run_async(cli.conn, msg.wire_name, *call_args, err=cli.err,
+                               label=label or f"{xe_cls}-{R.xe_name(name)}")
         else:
             result = cli.conn.api(msg.wire_name, *call_args)
         print_result(cli, msg.result, result)
@@ -363,11 +377,13 @@ def vm_resume(cli, args):
 
 
 def vm_shutdown(cli, args):
-    return call_message(cli, "vm", "VM", "hard_shutdown" if flag(args, "force") else "clean_shutdown", args)
+    return call_message(cli, "vm", "VM", "hard_shutdown" if flag(args, "force") else "clean_shutdown", args,
+                        label="vm-shutdown")
 
 
 def vm_reboot(cli, args):
-    return call_message(cli, "vm", "VM", "hard_reboot" if flag(args, "force") else "clean_reboot", args)
+    return call_message(cli, "vm", "VM", "hard_reboot" if flag(args, "force") else "clean_reboot", args,
+                        label="vm-reboot")
 
 
 def vm_clone(cli, args):
@@ -575,7 +591,7 @@ def _event_line(cls: str, ev: dict, snap: dict, cli) -> str:
     if c is not None and snap:
         for f in R.default_fields(c):
             if f != "uuid" and f in snap:
-                words.append(f"{R.xe_name(f)}={R.show(c.fields[f].type, snap[f], cli.resolve)!r}")
+                words.append(f"{R.xe_name(f)}={shlex.quote(R.show(c.fields[f].type, snap[f], cli.resolve))}")
     return " ".join(words)
 
 
@@ -661,7 +677,7 @@ def main(argv: list[str], out=None, err=None) -> int:
         err.write(f"Error: {e}\n")
         return 2
     except Failure as e:
-        err.write(describe(e.description) + "\n")
+        err.write(describe(e.description, cli.ref_label if cli else None) + "\n")
         return 1
     except (ConnectionError, OSError) as e:
         err.write(f"Error: {e}\n")
