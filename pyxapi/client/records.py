@@ -203,7 +203,7 @@ def select(conn, c: Class, filters: dict[str, str], resolve: Resolver) -> dict[s
                 return {}
             raise
         records = {ref: conn.api(f"{c.name}.get_record", ref)}
-    elif f"get_all_records" in c.messages:
+    elif "get_all_records" in c.messages:
         records = conn.api(f"{c.name}.get_all_records")
     else:
         raise UsageError(f"{xe_name(c.name).lower()} objects cannot be listed")
