@@ -42,8 +42,15 @@ class Subs:
         return sorted(self.classes | {c for c, _ in self.objects})
 
 
+_names_by_model: dict[int, dict[str, str]] = {}
+
+
 def _class_names(store) -> dict[str, str]:
-    return {c.lower(): c for c in store.tables}
+    """Lowercased class name -> the model's spelling."""
+    names = _names_by_model.get(id(store.model))
+    if names is None:
+        names = _names_by_model[id(store.model)] = {c.lower(): c for c in store.tables}
+    return names
 
 
 def parse_subs(store, specs: list[str]) -> Subs:
@@ -118,6 +125,11 @@ async def _wait(ctx, subs: Subs, seen: int, timeout: float) -> bool:
     return woken
 
 
+# The last non-empty batch built: the watchers one write wakes, parked from the same point
+# with the same subscriptions, all get this one reply instead of building it each.
+_shared: list = [None, None]  # [key, reply]
+
+
 @action("event.from")
 async def event_from(ctx, classes, token, timeout):
     store = ctx.store
@@ -127,14 +139,24 @@ async def event_from(ctx, classes, token, timeout):
     deadline = time.monotonic() + timeout
     seen = since
     while True:
+        key = (id(store), store.generation, since, seen, subs)
+        if _shared[0] == key:
+            return _shared[1]
         events = collect(store, subs, since, "0.0", seen)
         seen = store.generation  # nothing wanted up to here: a wake-up walks only what follows
+        if events:
+            reply = _batch(store, subs, events, seen)
+            _shared[:] = key, reply
+            return reply
         left = deadline - time.monotonic()
-        if events or left <= 0:
-            break
+        if left <= 0:
+            return _batch(store, subs, events, seen)
         await _wait(ctx, subs, seen, left)
+
+
+def _batch(store, subs: Subs, events: list, generation: int) -> dict:
     counts = {c.lower(): len(store.tables[c]) for c in subs.counted(store)}
-    return {"events": events, "valid_ref_counts": counts, "token": make_token(seen)}
+    return {"events": events, "valid_ref_counts": counts, "token": make_token(generation)}
 
 
 @action("event.inject")
