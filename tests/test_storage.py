@@ -1,6 +1,7 @@
 """Issue 3: storage through XenAPI.py — SR/PBD life cycle, VDI operations with SR accounting,
 VBDs and CD drives, with xapi's errors; a failed call changes nothing."""
 import datetime
+import time
 import uuid
 
 import pytest
@@ -461,3 +462,28 @@ def test_vbds_follow_a_running_vm(xapi, lvm, running_vm):
     assert x.VBD.get_currently_attached(disk_vbd) is False
     assert x.VBD.get_allowed_operations(disk_vbd) == ["attach"]
     x.VM.start(vm, False, False)
+
+
+# ---- operations in progress -----------------------------------------------------------------
+
+def test_current_operations_during_a_slow_snapshot(fresh_server):
+    srv = fresh_server(https=False, unix=False, env={"PYXAPI_SIM_DELAY": "vdi_snapshot=2"})
+    x = srv.session().xenapi
+    local = x.SR.get_by_name_label("Local storage")[0]
+    vdi = new_vdi(x, local, GiB)
+    task = x.Async.VDI.snapshot(vdi, {})
+    deadline = time.monotonic() + 10
+    while x.VDI.get_current_operations(vdi) == {} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert x.VDI.get_current_operations(vdi) == {task: "snapshot"}
+    assert x.SR.get_current_operations(local) == {task: "vdi_snapshot"}
+    assert x.VDI.get_allowed_operations(vdi) == []
+    assert failure(x.VDI.destroy, vdi) == \
+        ["OTHER_OPERATION_IN_PROGRESS", "VDI", vdi, "snapshot", task]
+    while x.task.get_status(task) == "pending" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert x.task.get_status(task) == "success"
+    assert x.VDI.get_current_operations(vdi) == {} and x.SR.get_current_operations(local) == {}
+    assert "destroy" in x.VDI.get_allowed_operations(vdi)
+    [snap] = x.VDI.get_snapshots(vdi)
+    assert snap in x.task.get_result(task)

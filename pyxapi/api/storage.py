@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 
 from ..backends.base import device_name
-from ..db.store import NULL, new_uuid, now
+from ..db.store import NULL, new_ref, new_uuid, now
 from ..errors import ApiError
 from .generic import check_record
 from .registry import action
@@ -107,8 +107,6 @@ def update_sr_ops(store, sr) -> None:
         ops = [op for op in ops if op not in ("plug", "destroy", "forget")]
     elif "plug" not in ops and store.field("SR", sr, "PBDs"):
         ops.append("plug")
-    if row["current_operations"]:
-        ops = []
     if sorted(ops) != sorted(row["allowed_operations"]):
         store.update("SR", sr, {"allowed_operations": ops})
 
@@ -150,6 +148,30 @@ def update_vbd_ops(store, vbd) -> None:
         ops = []
     if sorted(ops) != sorted(row["allowed_operations"]):
         store.update("VBD", vbd, {"allowed_operations": ops})
+
+
+_UPDATE_OPS = {"SR": update_sr_ops, "VDI": update_vdi_ops}
+
+
+@contextlib.contextmanager
+def _busy(ctx, *marks):
+    """Show (cls, ref, op) in current_operations while the backend works, under the task's
+    ref (a call without a task gets one of its own, as every xapi call has a task)."""
+    store = ctx.store
+    key = ctx.task or new_ref()
+    for cls, ref, op in marks:
+        store.update(cls, ref, {"current_operations":
+                                {**store.get(cls, ref)["current_operations"], key: op}})
+        _UPDATE_OPS[cls](store, ref)
+    try:
+        yield
+    finally:
+        for cls, ref, _ in marks:
+            if store.exists(cls, ref):
+                ops = {k: v for k, v in store.get(cls, ref)["current_operations"].items()
+                       if k != key}
+                store.update(cls, ref, {"current_operations": ops})
+                _UPDATE_OPS[cls](store, ref)
 
 
 async def refresh_sr(ctx, sr) -> None:
@@ -245,7 +267,7 @@ async def create_vdi(ctx, sr, virtual_size, name_label, *, type="user", sharable
     if virtual_size < 0:
         raise ApiError("INVALID_VALUE", "virtual_size", virtual_size)
     sr_uuid = store.get("SR", sr)["uuid"]
-    with _names(sr, sr_uuid):
+    with _busy(ctx, ("SR", sr, "vdi_create")), _names(sr, sr_uuid):
         info = await ctx.backend.vdi_create(sr_uuid, int(virtual_size), vdi_type=type,
                                             sharable=sharable, read_only=read_only,
                                             progress=ctx.progress)
@@ -264,7 +286,8 @@ async def _duplicate(ctx, vdi, op: str, **fields) -> str:
     sr = row["SR"]
     sr_uuid = store.get("SR", sr)["uuid"]
     call = ctx.backend.vdi_snapshot if op == "snapshot" else ctx.backend.vdi_clone
-    with _names(sr, sr_uuid, [(row["location"], vdi)]):
+    with _busy(ctx, ("VDI", vdi, op), ("SR", sr, "vdi_" + op)), \
+            _names(sr, sr_uuid, [(row["location"], vdi)]):
         info = await call(sr_uuid, row["location"], progress=ctx.progress)
     name_label = fields.pop("name_label", None) or row["name_label"]
     keep = {k: row[k] for k in ("name_description", "type", "sharable", "other_config",
@@ -308,7 +331,8 @@ async def copy_vdi(ctx, vdi, sr, *, into=NULL) -> str:
     vdis = [(row["location"], vdi)]
     if into != NULL:
         vdis.append((store.get("VDI", into)["location"], into))
-    with _names(sr, dst_uuid, vdis), _names(src_sr, src_uuid):
+    with _busy(ctx, ("VDI", vdi, "copy"), ("SR", sr, "vdi_create")), \
+            _names(sr, dst_uuid, vdis), _names(src_sr, src_uuid):
         info = await ctx.backend.vdi_copy(
             src_uuid, row["location"], dst_uuid,
             dst_location=store.get("VDI", into)["location"] if into != NULL else None,
@@ -333,7 +357,8 @@ async def destroy_vdi(ctx, vdi) -> None:
     sr = row["SR"]
     sr_uuid = store.get("SR", sr)["uuid"]
     if _backed(store, sr):
-        with _names(sr, sr_uuid, [(row["location"], vdi)]):
+        with _busy(ctx, ("VDI", vdi, "destroy"), ("SR", sr, "vdi_destroy")), \
+                _names(sr, sr_uuid, [(row["location"], vdi)]):
             await ctx.backend.vdi_destroy(sr_uuid, row["location"], progress=ctx.progress)
     _forget_vdi_row(ctx, vdi)
     await _refresh_sr_vdis(ctx, sr)
@@ -458,7 +483,7 @@ async def scan_sr(ctx, sr) -> None:
     store = ctx.store
     if _backed(store, sr):
         row = store.get("SR", sr)
-        with _names(sr, row["uuid"]):
+        with _busy(ctx, ("SR", sr, "scan")), _names(sr, row["uuid"]):
             found = {i["location"]: i for i in await ctx.backend.sr_scan(row["uuid"])}
         known = {}
         for vdi in store.field("SR", sr, "VDIs"):
@@ -563,7 +588,7 @@ async def sr_destroy(ctx, sr):
         raise ApiError("SR_INDESTRUCTIBLE", sr)
     if _backed(store, sr):
         row = store.get("SR", sr)
-        with _names(sr, row["uuid"]):
+        with _busy(ctx, ("SR", sr, "destroy")), _names(sr, row["uuid"]):
             await ctx.backend.sr_destroy(row["uuid"])
     _forget_sr_rows(ctx, sr)
 
@@ -633,7 +658,7 @@ async def pbd_plug(ctx, pbd):
     sr = row["SR"]
     srow = store.get("SR", sr)
     if _backed(store, sr):
-        with _names(sr, srow["uuid"]):
+        with _busy(ctx, ("SR", sr, "plug")), _names(sr, srow["uuid"]):
             await ctx.backend.sr_attach(srow["uuid"], srow["type"], dict(row["device_config"]))
     store.update("PBD", pbd, {"currently_attached": True})
     await scan_sr(ctx, sr)
@@ -651,7 +676,7 @@ async def pbd_unplug(ctx, pbd):
         raise ApiError("VDI_IN_USE", *busy)
     if _backed(store, sr):
         srow = store.get("SR", sr)
-        with _names(sr, srow["uuid"]):
+        with _busy(ctx, ("SR", sr, "unplug")), _names(sr, srow["uuid"]):
             await ctx.backend.sr_detach(srow["uuid"])
     store.update("PBD", pbd, {"currently_attached": False})
     update_sr_ops(store, sr)
@@ -703,7 +728,8 @@ async def _resize(ctx, vdi, size, op):
     row = _assert_vdi_op(store, vdi, op)
     sr = row["SR"]
     sr_uuid = store.get("SR", sr)["uuid"]
-    with _names(sr, sr_uuid, [(row["location"], vdi)]):
+    with _busy(ctx, ("VDI", vdi, op), ("SR", sr, "vdi_" + op)), \
+            _names(sr, sr_uuid, [(row["location"], vdi)]):
         info = await ctx.backend.vdi_resize(sr_uuid, row["location"], size, progress=ctx.progress)
     store.update("VDI", vdi, {"virtual_size": info["virtual_size"],
                               "physical_utilisation": info["physical_utilisation"]})
