@@ -449,3 +449,31 @@ def test_plain_progress_lines_and_ctrl_c_cancels(fresh_server):
     # the client cleans up its task
     assert not [t for t in x.task.get_all_records().values() if t["name_label"] == "Async.VM.start"]
     s.xenapi.session.logout()
+
+
+def test_selection_by_name_and_multiple(server, xapi):
+    a = install(server, xapi, "cli multi")
+    b = ok(server, "vm-clone", f"uuid={a}", "new-name-label=cli multi").strip()
+    others = {u: power_state(xapi, u) for u in ok(server, "vm-list", "--minimal").strip().split(",")
+              if u not in (a, b)}
+    # two VMs match: a verb refuses to guess, and nothing changes
+    p = run(server, "vm-start", "name-label=cli multi")
+    assert p.returncode == 2 and "2 vms match; add --multiple" in p.stderr
+    assert power_state(xapi, a) == power_state(xapi, b) == "Halted"
+    p = run(server, "vm-start", "name-label=cli multi", "--multiple")
+    skip_if_not_implemented(p, "vm-start")
+    assert p.returncode == 0, p.stderr
+    assert power_state(xapi, a) == power_state(xapi, b) == "Running"
+    assert {u: power_state(xapi, u) for u in others} == others  # no other VM was touched
+    ok(server, "vm-shutdown", "vm=cli multi", "force=true", "--multiple")
+    assert power_state(xapi, a) == power_state(xapi, b) == "Halted"
+    # param-set chooses by uuid= or vm= only: any other key is a change, never a filter
+    p = run(server, "vm-param-set", "name-label=renamed", "--multiple")
+    assert p.returncode == 2 and "param-set needs uuid=" in p.stderr
+    assert "renamed" not in {r["name_label"] for r in xapi.VM.get_all_records().values()}
+    ok(server, "vm-param-set", f"uuid={b}", "name-label=cli multi b")
+    assert ok(server, "vm-param-get", "vm=cli multi b", "param-name=uuid") == f"{b}\n"
+    assert ok(server, "vm-list", "name-label=cli multi", "--minimal") == f"{a}\n"
+    ok(server, "vm-uninstall", "vm=cli multi", "force=true")
+    ok(server, "vm-uninstall", f"vm={b}", "force=true")
+    assert not {a, b} & set(ok(server, "vm-list", "--minimal").strip().split(","))

@@ -223,7 +223,12 @@ def cmd_param_get(cli: Cli, xe_cls: str, cls: str, args: dict) -> int:
 def cmd_param_set(cli: Cli, xe_cls: str, cls: str, args: dict) -> int:
     """field=value calls set_<field>; map-field:key=value sets one key of a map."""
     c = R.model().classes[cls]
-    changes = {k: args.pop(k) for k in list(args) if k != "uuid" and k != xe_cls}
+    # as in xe, only uuid= (or <class>=name-or-uuid) chooses: every other key is a change
+    chosen = {k: args.pop(k) for k in ("uuid", xe_cls) if k in args}
+    if not chosen:
+        raise UsageError(f"param-set needs uuid= (or {xe_cls}=name-or-uuid)")
+    changes = dict(args)
+    args.clear()
     if not changes:
         raise UsageError("nothing to set: give field=value or map-field:key=value")
     calls = []  # every value converted and checked before anything is sent
@@ -241,7 +246,7 @@ def cmd_param_set(cli: Cli, xe_cls: str, cls: str, args: dict) -> int:
             raise UsageError(f"Parameter {R.xe_name(f)} is read-only")
         else:
             calls.append((f"set_{f}", [R.from_text(c, f, text, cli.conn)]))
-    for ref, _ in select(cli, xe_cls, cls, args):
+    for ref, _ in select(cli, xe_cls, cls, chosen):
         for name, values in calls:
             cli.conn.api(f"{cls}.{name}", ref, *values)
     return 0
