@@ -543,7 +543,7 @@ class QemuBackend(Backend):
         try:
             await m.execute("stop")
             await m.execute("migrate-set-parameters", {"max-bandwidth": 1 << 40})
-            m.qmp.send_fd_scm(fd)
+            m.send_fd(fd)
             await m.execute("getfd", {"fdname": "suspend"})
             await m.execute("migrate", {"uri": "fd:suspend"})
             while True:

@@ -53,7 +53,7 @@ async def probe_boot(accel: str, kernel: str, initrd: str, marker: str = "GUEST-
     log_path = work / "serial.log"
     argv = [qemu, "-accel", accel, "-m", "256", "-nodefaults", "-display", "none",
             "-no-reboot", "-kernel", kernel, "-initrd", initrd,
-            "-append", "console=ttyS0 quiet panic=-1", "-serial", f"file:{log_path}"]
+            "-append", "console=ttyS0 panic=-1", "-serial", f"file:{log_path}"]
     start = time.monotonic()
     proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
                                                 stdout=asyncio.subprocess.DEVNULL,

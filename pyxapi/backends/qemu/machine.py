@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import struct
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -184,6 +185,7 @@ class Machine:
     pid: int = 0
     proc: Optional[subprocess.Popen] = None
     qmp: Optional[QMPClient] = None
+    fd_channel: Optional[socket.socket] = None
     expected_stop: bool = False  # we asked QEMU to go: no "stopped" event
     shutdown_reason: str = ""    # from the SHUTDOWN event
     panicked: bool = False
@@ -257,9 +259,18 @@ class Machine:
                 raise BackendError("INTERNAL_ERROR", f"QEMU QMP socket did not appear: "
                                                      f"{self.log_tail()}")
             await asyncio.sleep(0.02)
+        # a second handle on the same connection, to pass file descriptors (qemu.qmp's own
+        # send_fd_scm reaches into asyncio internals that uvloop does not have)
+        self.fd_channel = socket.socket(fileno=os.dup(sock.fileno()))
         qmp = QMPClient(f"vm-{self.vm_uuid[:8]}")
         await qmp.connect(sock)
         self.qmp = qmp
+
+    def send_fd(self, fd: int) -> None:
+        """Pass ``fd`` to QEMU (SCM_RIGHTS with one blank, which QMP's parser ignores);
+        name it next with the ``getfd`` command."""
+        self.fd_channel.sendmsg([b" "], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                          struct.pack("@i", fd))])
 
     async def execute(self, cmd: str, args: dict | None = None):
         if self.qmp is None or self.qmp.runstate != Runstate.RUNNING:
@@ -293,6 +304,9 @@ class Machine:
             self.proc.wait()
 
     async def disconnect(self) -> None:
+        if self.fd_channel is not None:
+            self.fd_channel.close()
+            self.fd_channel = None
         if self.qmp is not None:
             try:
                 await self.qmp.disconnect()
