@@ -487,3 +487,24 @@ def test_current_operations_during_a_slow_snapshot(fresh_server):
     assert "destroy" in x.VDI.get_allowed_operations(vdi)
     [snap] = x.VDI.get_snapshots(vdi)
     assert snap in x.task.get_result(task)
+
+
+def test_thin_snapshot_chain_is_followed(xapi):
+    """On a thin (VHD) SR a snapshot shares a hidden parent with its disk; destroying the
+    snapshot coalesces the parent back into the disk."""
+    x = xapi
+    sr = new_sr(x, "ext", 5 * GiB)
+    disk = new_vdi(x, sr, GiB)
+    assert "vhd-parent" not in x.VDI.get_sm_config(disk)
+    snap = x.VDI.snapshot(disk, {})
+    parent = x.VDI.get_sm_config(disk)["vhd-parent"]
+    assert x.VDI.get_sm_config(snap)["vhd-parent"] == parent
+    assert parent not in [x.VDI.get_location(v) for v in x.SR.get_VDIs(sr)]   # hidden
+    util_with_chain = usage(x, sr)[0]
+    x.VDI.destroy(snap)
+    assert "vhd-parent" not in x.VDI.get_sm_config(disk)
+    assert usage(x, sr)[0] < util_with_chain
+    assert usage(x, sr) == sum_of_vdis(x, sr)
+    x.VDI.destroy(disk)
+    x.PBD.unplug(x.SR.get_PBDs(sr)[0])
+    x.SR.destroy(sr)

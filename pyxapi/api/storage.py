@@ -84,10 +84,6 @@ def _names(sr=None, sr_uuid=None, vdis=()):
         raise ApiError(code, *[names.get(p, p) for p in e.params]) from None
 
 
-def _vm_live(store, vm) -> bool:
-    return store.get("VM", vm)["power_state"] in ("Running", "Paused")
-
-
 def _vdi_in_use(store, vdi) -> list[str]:
     """VBDs attached to a live domain."""
     return [b for b in store.field("VDI", vdi, "VBDs")
@@ -105,8 +101,8 @@ def update_sr_ops(store, sr) -> None:
     ops = [op for op in caps if attached or op not in _NEEDS_ATTACHED]
     if attached:
         ops = [op for op in ops if op not in ("plug", "destroy", "forget")]
-    elif "plug" not in ops and store.field("SR", sr, "PBDs"):
-        ops.append("plug")
+    elif not store.field("SR", sr, "PBDs"):
+        ops = [op for op in ops if op != "plug"]
     if sorted(ops) != sorted(row["allowed_operations"]):
         store.update("SR", sr, {"allowed_operations": ops})
 
@@ -187,24 +183,25 @@ async def refresh_sr(ctx, sr) -> None:
 
 
 async def _refresh_vdi(ctx, vdi) -> None:
-    """Size and utilisation of one disk as the backend has it now (chains move data about)."""
+    """Size, utilisation and chain of one disk as the backend has it now."""
     row = ctx.store.get("VDI", vdi)
     sr_uuid = ctx.store.get("SR", row["SR"])["uuid"]
     with _names(row["SR"], sr_uuid, [(row["location"], vdi)]):
         info = await ctx.backend.vdi_info(sr_uuid, row["location"])
+    sm_config = {k: v for k, v in row["sm_config"].items() if k != "vhd-parent"}
+    sm_config.update(info.get("sm_config", {}))
     ctx.store.update("VDI", vdi, {"virtual_size": info["virtual_size"],
-                                  "physical_utilisation": info["physical_utilisation"]})
+                                  "physical_utilisation": info["physical_utilisation"],
+                                  "sm_config": sm_config})
 
 
-async def _refresh_sr_vdis(ctx, sr) -> None:
-    """After a snapshot/clone/destroy other disks of a chain change utilisation."""
-    for vdi in ctx.store.field("SR", sr, "VDIs"):
-        row = ctx.store.get("VDI", vdi)
-        if row["managed"] and not row["missing"]:
-            try:
+async def _refresh_chain(ctx, sr, parent: str | None) -> None:
+    """Disks sharing the hidden parent ``parent`` (a snapshot, clone or destroy moves data
+    between them and their parent), then the SR."""
+    if parent:
+        for vdi in ctx.store.field("SR", sr, "VDIs"):
+            if ctx.store.get("VDI", vdi)["sm_config"].get("vhd-parent") == parent:
                 await _refresh_vdi(ctx, vdi)
-            except ApiError:
-                pass  # gone from the backend: SR.scan will say so
     await refresh_sr(ctx, sr)
 
 
@@ -294,9 +291,11 @@ async def _duplicate(ctx, vdi, op: str, **fields) -> str:
                                 "xenstore_data", "tags", "on_boot", "allow_caching")}
     keep.update(fields)
     keep["read_only"] = row["read_only"] if op == "clone" else info["read_only"]
-    keep["sm_config"] = {**row["sm_config"], **info.get("sm_config", {})}
+    keep["sm_config"] = {**{k: v for k, v in row["sm_config"].items() if k != "vhd-parent"},
+                         **info.get("sm_config", {})}
     new = _new_vdi_row(ctx, sr, info, name_label, **keep)
-    await _refresh_sr_vdis(ctx, sr)
+    await _refresh_vdi(ctx, vdi)          # on thin SRs its data moved to the new parent
+    await _refresh_chain(ctx, sr, None)
     return new
 
 
@@ -361,7 +360,7 @@ async def destroy_vdi(ctx, vdi) -> None:
                 _names(sr, sr_uuid, [(row["location"], vdi)]):
             await ctx.backend.vdi_destroy(sr_uuid, row["location"], progress=ctx.progress)
     _forget_vdi_row(ctx, vdi)
-    await _refresh_sr_vdis(ctx, sr)
+    await _refresh_chain(ctx, sr, row["sm_config"].get("vhd-parent"))
 
 
 def _forget_vdi_row(ctx, vdi) -> None:
