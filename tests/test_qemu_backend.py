@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -346,12 +347,33 @@ def test_clone_boots_on_its_own_disk(loop, backend, sr, kernel):
     assert not [n for n in os.listdir(sr_dir) if n.endswith(".qcow2")]
 
 
-def test_clean_shutdown_timeout_and_hard_shutdown(loop, backend):
-    """A guest that ignores the power button (firmware with nothing to boot)."""
+def test_cd_drive_and_shutdown_timeout(loop, backend, tmp_path):
+    """A guest that ignores the power button (firmware, nothing to boot), with a CD drive."""
     from pyxapi.backends.base import BackendError
     run = loop.run_until_complete
+    iso_dir = tmp_path / "isos"
+    iso_dir.mkdir()
+    (iso_dir / "install.iso").write_bytes(b"\0" * 2 * MiB)
+    iso = str(uuid.uuid4())
+    run(backend.sr_create(iso, "iso", {"location": str(iso_dir)}))
     vm = str(uuid.uuid4())
-    run(backend.domain_start(vm, spec(memory=64 * MiB)))
+    cd = {"device": "3", "sr": iso, "location": "install.iso", "mode": "RO", "type": "CD"}
+    run(backend.domain_start(vm, spec(memory=64 * MiB, disks=[cd], boot_order="d")))
+    argv = json.loads((backend.root / vm / "argv.json").read_text())
+    assert any(a.startswith("ide-cd,id=cd3,") and "bootindex=1" in a for a in argv)
+
+    run(backend.domain_eject_cd(vm, "3"))
+    with pytest.raises(BackendError) as e:
+        run(backend.domain_eject_cd(vm, "3"))
+    assert e.value.description == ["VBD_IS_EMPTY", "3"]
+    run(backend.domain_insert_cd(vm, "3", iso, "install.iso"))
+    with pytest.raises(BackendError) as e:
+        run(backend.domain_insert_cd(vm, "3", iso, "install.iso"))
+    assert e.value.description == ["VBD_NOT_EMPTY", "3"]
+    with pytest.raises(BackendError) as e:
+        run(backend.sr_detach(iso))
+    assert e.value.code == "VDI_IN_USE"
+
     with pytest.raises(BackendError) as e:
         run(backend.domain_shutdown(vm, clean=True, timeout=1.5))
     assert e.value.description == ["VM_SHUTDOWN_TIMEOUT", vm, "1.5"]
@@ -359,10 +381,34 @@ def test_clean_shutdown_timeout_and_hard_shutdown(loop, backend):
     run(backend.domain_shutdown(vm, clean=False))
     assert vm not in run(backend.domain_list())
     assert backend.events == []
+    run(backend.sr_detach(iso))
     with pytest.raises(BackendError) as e:
         run(backend.domain_start(vm, spec(memory=10 ** 15)))
     assert e.value.code == "HOST_NOT_ENOUGH_FREE_MEMORY"
     assert vm not in run(backend.domain_list())
+
+
+def test_nic_on_a_host_bridge(loop, backend):
+    """A network whose bridge exists on the host gets a tap in it; others stay user-mode."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("making a bridge needs root and iproute2")
+    run = loop.run_until_complete
+    bridge = f"pyxt{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)  # left down
+    try:
+        vm = str(uuid.uuid4())
+        domid = run(backend.domain_start(vm, spec(memory=64 * MiB, boot_order="c", nics=[
+            {"device": "0", "mac": "52:54:00:aa:bb:02", "bridge": bridge},
+            {"device": "1", "mac": "52:54:00:aa:bb:03", "bridge": "xenbr0"}])))
+        tap = f"/sys/class/net/pyx{domid}.0"
+        assert os.path.basename(os.path.realpath(f"{tap}/master")) == bridge
+        assert not os.path.exists(f"/sys/class/net/pyx{domid}.1")     # no such bridge here
+        argv = json.loads((backend.root / vm / "argv.json").read_text())
+        assert "user,id=net1,restrict=on" in argv
+        run(backend.domain_shutdown(vm, clean=False))
+        assert not os.path.exists(tap)                   # the tap went with its QEMU
+    finally:
+        subprocess.run(["ip", "link", "del", bridge], check=False)
 
 
 def test_new_backend_takes_running_qemus_over(loop, state, kernel):

@@ -13,6 +13,10 @@
 * After a server restart :meth:`QemuBackend.open` takes over the QEMUs still alive (pidfile +
   QMP); the ones that died are forgotten, so ``domain_list`` reports them Halted.
 * Storage: :mod:`.storage` (directory SRs of qcow2 files, ISO SRs).
+* NICs carry their VIF's MAC; user-mode networking with ``restrict=on`` (the guest reaches
+  nothing), or a tap in the network's bridge when that bridge exists on the host (root only).
+* Consoles: VNC on ``vnc.sock``; the serial console is logged to ``serial.log``
+  (:meth:`QemuBackend.serial_log`) and served on ``serial.sock``.
 * Accelerator: :mod:`.accel` (KVM only when it really boots, else TCG).
 
 Options (``make_backend("qemu", state_dir, **options)``): ``accel`` ("auto" | "kvm" | "tcg",
@@ -40,7 +44,9 @@ from pyxapi.backends.base import (
 )
 from pyxapi.backends.qemu import accel as _accel
 from pyxapi.backends.qemu import storage as _storage
-from pyxapi.backends.qemu.machine import Machine, command_line, now, pid_alive
+from pyxapi.backends.qemu.machine import (
+    Machine, command_line, host_bridge, now, pid_alive, plug_tap, tap_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +228,7 @@ class QemuBackend(Backend):
             m.domid = self._new_domid()
             if incoming is not None:
                 fd = os.open(incoming, os.O_RDONLY)
-            argv = command_line(vm_uuid, spec, m.accel, disks,
+            argv = command_line(vm_uuid, spec, m.accel, disks, domid=m.domid,
                                 incoming=f"fd:{fd}" if fd is not None else None,
                                 log_append=incoming is not None)
             m.spawn(argv, pass_fds=(fd,) if fd is not None else ())
@@ -231,6 +237,8 @@ class QemuBackend(Backend):
                 fd = None
             await m.connect()
             m.watcher = asyncio.get_running_loop().create_task(self._watch(m))
+            for nic in spec["nics"]:
+                plug_tap(m.domid, nic)
             if incoming is not None:
                 await self._wait_incoming(m)
             m.start_time = now()
@@ -724,7 +732,13 @@ class QemuBackend(Backend):
         dev = nic["device"]
         if dev in m.nics:
             raise BackendError("DEVICE_ALREADY_ATTACHED", dev)
-        await m.execute("netdev_add", {"type": "user", "id": f"net{dev}", "restrict": True})
+        if host_bridge(nic.get("bridge")):
+            await m.execute("netdev_add", {"type": "tap", "id": f"net{dev}", "script": "no",
+                                           "downscript": "no",
+                                           "ifname": tap_name(m.domid, dev)})
+            plug_tap(m.domid, nic)
+        else:
+            await m.execute("netdev_add", {"type": "user", "id": f"net{dev}", "restrict": True})
         args = {"driver": "virtio-net-pci", "id": f"nic{dev}", "netdev": f"net{dev}"}
         if nic.get("mac"):
             args["mac"] = nic["mac"]

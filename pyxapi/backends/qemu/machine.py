@@ -82,7 +82,7 @@ def boot_indexes(spec: dict) -> dict[str, int]:
               "n": [f"nic:{n['device']}" for n in spec.get("nics") or []]}
     order = (spec.get("boot_order") or "cdn").lower()
     keys = []
-    for letter in order + "cdn":
+    for letter in order:
         keys += [k for k in groups.get(letter, []) if k not in keys]
     return {k: i + 1 for i, k in enumerate(keys)}
 
@@ -106,15 +106,42 @@ def disk_args(disk: dict, path: Optional[Path], fmt: str, node: str, bootindex: 
     return args
 
 
-def nic_args(nic: dict, bootindex: int | None) -> list[str]:
+def host_bridge(name: str | None) -> bool:
+    """Is ``name`` a Linux bridge on this host that we may plug taps into (root only)?"""
+    return bool(name) and os.geteuid() == 0 and os.path.isdir(f"/sys/class/net/{name}/bridge")
+
+
+def tap_name(domid: int, device: str) -> str:
+    return f"pyx{domid}.{device}"[:15]         # IFNAMSIZ - 1
+
+
+def nic_args(nic: dict, bootindex: int | None, domid: int = 0, pxe: bool = True) -> list[str]:
+    """User-mode networking walled off from the host (restrict=on), or a tap QEMU creates
+    itself when the network's bridge exists on the host (plugged into it after start)."""
     dev = nic["device"]
     boot = f",bootindex={bootindex}" if bootindex else ""
     mac = f",mac={nic['mac']}" if nic.get("mac") else ""
-    return ["-netdev", f"user,id=net{dev},restrict=on",
+    if not pxe:
+        boot += ",romfile="                   # no network boot asked for: no PXE ROM
+    if host_bridge(nic.get("bridge")):
+        netdev = f"tap,id=net{dev},ifname={tap_name(domid, dev)},script=no,downscript=no"
+    else:
+        netdev = f"user,id=net{dev},restrict=on"
+    return ["-netdev", netdev,
             "-device", f"virtio-net-pci,id=nic{dev},netdev=net{dev}{mac}{boot}"]
 
 
-def command_line(vm_uuid: str, spec: dict, accel: str, disks: dict, *,
+def plug_tap(domid: int, nic: dict) -> None:
+    """Put a VM's tap into its bridge and bring it up (QEMU made it, it goes with QEMU)."""
+    if host_bridge(nic.get("bridge")):
+        tap = tap_name(domid, nic["device"])
+        done = subprocess.run(["ip", "link", "set", tap, "master", nic["bridge"], "up"],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BackendError("INTERNAL_ERROR", f"tap {tap}: {done.stderr.strip()}")
+
+
+def command_line(vm_uuid: str, spec: dict, accel: str, disks: dict, *, domid: int = 0,
                  incoming: str | None = None, log_append: bool = False) -> list[str]:
     """The QEMU argv for a spec.  ``disks``: userdevice → {"path", "format", "node"} for the
     disks with media.  Deterministic, so a resume rebuilds the same machine."""
@@ -161,7 +188,8 @@ def command_line(vm_uuid: str, spec: dict, accel: str, disks: dict, *,
             argv += disk_args(disk, d["path"], d["format"], d["node"],
                               boot.get(f"disk:{disk['device']}"))
     for nic in spec.get("nics") or []:
-        argv += nic_args(nic, boot.get(f"nic:{nic['device']}"))
+        argv += nic_args(nic, boot.get(f"nic:{nic['device']}"), domid,
+                         pxe="n" in (spec.get("boot_order") or "cdn").lower())
     if incoming:
         argv += ["-incoming", incoming]
     return argv
