@@ -22,8 +22,15 @@ from ..model.values import NULL_REF
 
 NULL = NULL_REF
 
+
+class Journal(list):
+    """The store writes of one Async task, for undo. Closed when the task ends, so that
+    background tasks it spawned (which inherit its context) do not keep filling it."""
+    open = True
+
+
 # The undo journal of the Async task running in this asyncio context (see Store.undo).
-journal: ContextVar[list | None] = ContextVar("store_journal", default=None)
+journal: ContextVar[Journal | None] = ContextVar("store_journal", default=None)
 
 
 def new_ref() -> str:
@@ -151,7 +158,7 @@ class Store:
     def _note(self, cls: str, ref: str, before: dict | None) -> None:
         """Journal a write for undo: `before` is None for a creation (tasks keep their rows)."""
         entries = journal.get()
-        if entries is not None and cls != "task":
+        if entries is not None and entries.open and cls != "task":
             entries.append((cls, ref, before))
 
     def undo(self, entries: list) -> None:
