@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 
-from ..db.store import NULL, journal, new_ref, now
+from ..db.store import NULL, Journal, journal, new_ref, now
 from ..errors import ApiError
 from ..wire import xmlrpc
 
@@ -50,7 +50,7 @@ class Tasks:
         msg = route.message
         ref = self.create(f"Async.{msg.wire_name}", session)
         ctx = Context(self.app, session, ref, msg)
-        writes: list = []  # the handler's store writes, undone if it is cancelled
+        writes = Journal()  # the handler's store writes, undone if it is cancelled
 
         async def run():
             journal.set(writes)  # this asyncio task's own context
@@ -63,9 +63,10 @@ class Tasks:
         self.running[ref] = job
         return ref
 
-    def _settle(self, ref: str, name: str, job: asyncio.Task, writes: list) -> None:
+    def _settle(self, ref: str, name: str, job: asyncio.Task, writes: Journal) -> None:
         """Record how a job ended (also when it was cancelled before it ever ran)."""
         self.running.pop(ref, None)
+        writes.open = False
         store = self.app.store
         error = None if job.cancelled() else job.exception()
         if job.cancelled() or (isinstance(error, ApiError) and error.code == "TASK_CANCELLED"):

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import pytest
 
+from pyxapi.db.store import journal as store_journal
 from pyxapi.server import tasks as tasks_mod
 from pyxapi.server.app import App
 
@@ -93,5 +94,33 @@ def test_finished_tasks_are_collected_after_their_lifetime(app, monkeypatch):
         app.tasks.collect()
         assert not app.store.exists("task", done)
         assert app.store.exists("task", pending)
+
+    asyncio.run(scenario())
+
+
+def test_journal_stops_when_its_task_ends(app):
+    """Background work an Async handler spawned inherits its context: once the task has
+    ended, its writes are no longer journalled (nor kept in memory)."""
+    async def scenario():
+        session = await boot(app)
+        background, journals = [], []
+
+        async def handler(ctx, args):
+            journals.append(store_journal.get())
+            async def later():
+                await asyncio.sleep(0.05)
+                ctx.store.create("VM", {"name_label": "made later"})
+            background.append(asyncio.get_running_loop().create_task(later()))
+            return ctx.store.create("VM", {"name_label": "made by the task"})
+
+        route = replace(app.dispatcher.routes["VM.clone"], handler=handler, is_coroutine=True)
+        task = app.tasks.start_async(route, session, [app.store.refs("VM")[0], "x"])
+        await app.tasks.running[task]
+        await asyncio.gather(*background)
+        assert app.store.find("VM", name_label="made later")
+        [writes] = journals
+        assert writes is not None and not writes.open
+        assert [before for _, _, before in writes] == [None]  # only the task's own creation
+        assert app.store.get("task", task)["status"] == "success"
 
     asyncio.run(scenario())
