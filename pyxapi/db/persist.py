@@ -62,14 +62,18 @@ class SqlitePersistence:
             self._ensure(cls)
             datetimes = [n for n, f in c.fields.items() if f.type == Prim("datetime")]
             defaults = {n: f.default for n, f in c.fields.items() if n not in c.derived}
+            fields = defaults.keys()
             for ref, data in self.db.execute(f"SELECT ref, data FROM {_table(cls)}"):
                 row = orjson.loads(data)
                 for n in datetimes:
                     if isinstance(row.get(n), str):
                         row[n] = _dt.datetime.fromisoformat(row[n])
-                # fields added to the model since the row was written take their default
-                full = {n: row[n] if n in row else _copy(d) for n, d in defaults.items()}
-                rows.append((cls, ref, full))
+                if row.keys() == fields:
+                    row = dict(row.items())  # compact: orjson's dicts are about 40% larger
+                else:
+                    # fields added to the model since the row was written take their default
+                    row = {n: row[n] if n in row else _copy(d) for n, d in defaults.items()}
+                rows.append((cls, ref, row))
         got = self.db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
         return rows, int(got[0]) if got else 0
 
