@@ -111,6 +111,10 @@ def test_file_and_iso_storage(loop, backend, sr, tmp_path):
                                      capture_output=True, check=True).stdout)
     assert info["format"] == "qcow2" and info["virtual-size"] == v["virtual_size"]
 
+    with pytest.raises(BackendError) as e:
+        run(backend.vdi_create(sr, 1 << 60))
+    assert e.value.code == "SR_FULL" and int(e.value.params[0]) > int(e.value.params[1])
+
     grown = run(backend.vdi_resize(sr, v["location"], 20 * MiB))
     assert grown["virtual_size"] == 20 * MiB
     with pytest.raises(BackendError) as e:

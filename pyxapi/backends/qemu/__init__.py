@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import ipaddress
 import json
 import logging
 import os
 import shutil
 import socket
+import subprocess
 import tempfile
 import time
 import uuid as _uuid
@@ -81,6 +83,51 @@ def _cpu_info() -> dict:
         pass
     info["count"] = count or os.cpu_count() or 1
     return info
+
+
+def _read(path: str, default: str = "") -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return default
+
+
+def _host_nics() -> list[dict]:
+    """The host's physical NICs as PIF facts (bridge xenbrN by their order, as on XCP-ng)."""
+    try:
+        names = sorted(n for n in os.listdir("/sys/class/net")
+                       if os.path.exists(f"/sys/class/net/{n}/device"))
+    except OSError:
+        return []
+    addrs, default_dev = {}, ""
+    try:
+        out = subprocess.run(["ip", "-j", "-4", "addr"], capture_output=True, text=True,
+                             timeout=5).stdout
+        for link in json.loads(out or "[]"):
+            for a in link.get("addr_info", []):
+                addrs.setdefault(link["ifname"], a)
+        routes = subprocess.run(["ip", "-j", "route", "show", "default"], capture_output=True,
+                                text=True, timeout=5).stdout
+        default = (json.loads(routes or "[]") or [{}])[0]
+        default_dev, gateway = default.get("dev", ""), default.get("gateway", "")
+    except (OSError, ValueError, subprocess.SubprocessError):
+        gateway = ""
+    nics = []
+    for i, name in enumerate(names):
+        base = f"/sys/class/net/{name}"
+        a = addrs.get(name, {})
+        prefix = int(a.get("prefixlen", 0) or 0)
+        netmask = str(ipaddress.IPv4Network(f"0.0.0.0/{prefix}").netmask) if a else ""
+        speed = int(_read(f"{base}/speed", "0") or 0)
+        nics.append({
+            "device": name, "mac": _read(f"{base}/address"),
+            "mtu": int(_read(f"{base}/mtu", "1500") or 1500), "bridge": f"xenbr{i}",
+            "speed": max(0, speed), "duplex": _read(f"{base}/duplex") != "half",
+            "vendor": "", "model": "", "carrier": _read(f"{base}/carrier", "0") == "1",
+            "management": name == default_dev, "ip": a.get("local", ""), "netmask": netmask,
+            "gateway": gateway if name == default_dev else "", "dns": ""})
+    return nics
 
 
 class QemuBackend(Backend):
@@ -353,11 +400,11 @@ class QemuBackend(Backend):
             try:
                 await m.connect(timeout=5)
                 status = (await m.execute("query-status"))["status"]
-            except Exception:
-                log.exception("VM %s: cannot reach QEMU %d; killing it", m.vm_uuid, m.pid)
-                m.kill()
+            except Exception as e:
+                # alive but not ours to drive (another server holds its QMP?): leave it be
+                log.error("VM %s: QEMU %d does not answer on QMP (%r); not taken over",
+                          m.vm_uuid, m.pid, e)
                 await m.disconnect()
-                self._forget(m)
                 continue
             m.state = "running" if status == "running" else "paused"
             self._machines[m.vm_uuid] = m
@@ -402,9 +449,11 @@ class QemuBackend(Backend):
             qemu_version = out.decode().split("\n")[0].split("version")[-1].strip().split()[0]
         except (OSError, IndexError):
             pass
+        pifs = _host_nics()
         return {
             "hostname": self.hostname,
-            "address": "127.0.0.1",
+            "address": next((p["ip"] for p in pifs if p["management"] and p["ip"]),
+                            "127.0.0.1"),
             "cpu_count": count,
             "socket_count": 1,
             "cpu_info": {"cpu_count": str(count), "socket_count": "1",
@@ -429,7 +478,7 @@ class QemuBackend(Backend):
             "bios_strings": {},
             "cpu_configuration": {},
             "chipset_info": {},
-            "pifs": [],
+            "pifs": pifs,
             "supported_sr_types": self.supported_sr_types(),
             "boot_time": self.boot_time,
         }

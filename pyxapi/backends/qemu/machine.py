@@ -291,7 +291,14 @@ class Machine:
         # send_fd_scm reaches into asyncio internals that uvloop does not have)
         self.fd_channel = socket.socket(fileno=os.dup(sock.fileno()))
         qmp = QMPClient(f"vm-{self.vm_uuid[:8]}")
-        await qmp.connect(sock)
+        try:
+            # QEMU serves one QMP client at a time: another holder means no greeting
+            await asyncio.wait_for(qmp.connect(sock), max(1.0, deadline - time.monotonic()))
+        except BaseException:
+            self.fd_channel.close()
+            self.fd_channel = None
+            sock.close()
+            raise
         self.qmp = qmp
 
     def send_fd(self, fd: int) -> None:

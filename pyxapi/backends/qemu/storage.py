@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Optional
 
 from pyxapi.backends.base import (
-    BackendError, NoSuchVDI, Progress, SrInfo, VdiInfo, report, round_up,
+    BackendError, InsufficientSpace, NoSuchVDI, Progress, SrInfo, VdiInfo, report, round_up,
 )
 
 FILE_TYPES = ("file", "ext")
@@ -31,6 +31,7 @@ SR_TYPES = FILE_TYPES + ISO_TYPES
 META = ".pyxapi.json"
 QCOW2_MAGIC = b"QFI\xfb"
 SECTOR = 512
+CLUSTER = 64 * 1024
 
 
 def qcow2_header(path: Path) -> Optional[tuple[int, str]]:
@@ -213,6 +214,12 @@ class DirSR:
             "sm_config": {} if self.iso else {"allocation": "thin", "format": "qcow2"},
         }
 
+    def free(self) -> int:
+        usage = self.usage()
+        st = os.statvfs(self.path)
+        return max(0, min(st.f_bavail * st.f_frsize,
+                          usage["physical_size"] - usage["physical_utilisation"]))
+
     def check_writable(self) -> None:
         if self.iso:
             raise BackendError("SR_OPERATION_NOT_SUPPORTED", self.uuid)
@@ -230,6 +237,12 @@ class DirSR:
         if int(virtual_size) < 0:
             raise BackendError("INVALID_VALUE", "virtual_size", virtual_size)
         size = round_up(max(int(virtual_size), SECTOR), SECTOR)
+        # thin, but the qcow2 tables of a fully written disk (8 bytes per 64 KiB cluster)
+        # must fit: the check that refuses absurd sizes with the usual SR_FULL
+        needed = size // 8192 + 4 * CLUSTER
+        free = self.free()
+        if needed > free:
+            raise InsufficientSpace(needed, free)
         loc = self.new_location()
         tmp = self.temp()
         try:
