@@ -166,8 +166,20 @@ def test_restart_keeps_storage_networks_and_templates(fresh_server):
     vdi = x.VDI.create({"SR": local, "virtual_size": str(3 * GiB), "name_label": "keep me",
                         "type": "user", "sharable": False, "read_only": False,
                         "other_config": {"k": "v"}})
+    [template] = x.VM.get_by_name_label("Debian Bookworm 12")
+    rec = x.VM.get_record(template)
+    rec.update(name_label="kept VM", is_a_template=False, is_default_template=False,
+               other_config={})
+    vm = x.VM.create(rec)
+    x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW",
+                  "type": "Disk", "unpluggable": True, "empty": False, "other_config": {},
+                  "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    eth0 = by_name(x, "network", "Pool-wide network associated with eth0")
+    x.VIF.create({"device": "0", "network": eth0, "VM": vm, "MAC": "", "MTU": "1500",
+                  "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
     before = {cls: getattr(x, cls).get_all_records()
-              for cls in ("SR", "PBD", "VDI", "network", "PIF", "pool")}
+              for cls in ("SR", "PBD", "VDI", "VBD", "VIF", "network", "PIF", "PIF_metrics",
+                          "pool")}
     templates = sorted(r for r, v in x.VM.get_all_records().items() if v["is_a_template"])
     srv.stop()
 
@@ -185,5 +197,6 @@ def test_restart_keeps_storage_networks_and_templates(fresh_server):
                         "other_config": {}})
     assert int(y.SR.get_virtual_allocation(local)) == 4 * GiB
     y.VDI.destroy(new)
-    y.VDI.destroy(vdi)
+    y.VDI.destroy(vdi)              # its VBD of the halted VM goes with it
+    assert y.VM.get_VBDs(vm) == [] and len(y.VM.get_VIFs(vm)) == 1
     assert int(y.SR.get_virtual_allocation(local)) == 0

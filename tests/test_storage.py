@@ -508,3 +508,23 @@ def test_thin_snapshot_chain_is_followed(xapi):
     x.VDI.destroy(disk)
     x.PBD.unplug(x.SR.get_PBDs(sr)[0])
     x.SR.destroy(sr)
+
+
+def test_a_crash_mid_operation_leaves_no_stale_marks(fresh_server):
+    srv = fresh_server(https=False, unix=False, env={"PYXAPI_SIM_DELAY": "vdi_create=30"})
+    x = srv.session().xenapi
+    local = x.SR.get_by_name_label("Local storage")[0]
+    before = x.SR.get_VDIs(local)
+    x.Async.VDI.create({"SR": local, "virtual_size": str(GiB), "name_label": "never made",
+                        "type": "user", "sharable": False, "read_only": False,
+                        "other_config": {}})
+    deadline = time.monotonic() + 10
+    while x.SR.get_current_operations(local) == {} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(x.SR.get_current_operations(local).values()) == ["vdi_create"]
+    srv.kill()
+    y = fresh_server(https=False, unix=False).session().xenapi
+    assert y.SR.get_current_operations(local) == {}
+    assert "vdi_create" in y.SR.get_allowed_operations(local)
+    assert y.SR.get_VDIs(local) == before
+    assert usage(y, local) == (0, 0)

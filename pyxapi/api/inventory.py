@@ -129,6 +129,11 @@ async def reattach_storage(app) -> None:
         return
     ctx = _ctx(app)
     store = ctx.store
+    for cls in ("SR", "VDI"):
+        for ref in store.refs(cls):
+            if store.get(cls, ref)["current_operations"]:   # their tasks died with us
+                store.update(cls, ref, {"current_operations": {}})
+                (storage.update_sr_ops if cls == "SR" else storage.update_vdi_ops)(store, ref)
     for sr in store.refs("SR"):
         row = store.get("SR", sr)
         if not storage._backed_type(row["type"]):
