@@ -85,12 +85,19 @@ async def make_inventory(app) -> None:
 async def _make_storage(ctx, app) -> None:
     store, host = ctx.store, app.host_ref
     srs = {}
+    supported = storage.supported_types(ctx)
     for name, desc, sr_type, content, dconf, oc, smc in STORAGE:
-        sr = await storage.create_sr(ctx, host, dconf, 0, name, desc, sr_type, content, False,
-                                     smc, other_config=oc,
-                                     is_tools_sr=oc.get("xenserver_tools_sr") == "true")
-        srs[name] = sr
-    local = srs["Local storage"]
+        if sr_type not in supported:
+            continue
+        try:
+            srs[name] = await storage.create_sr(
+                ctx, host, dconf, 0, name, desc, sr_type, content, False, smc, other_config=oc,
+                is_tools_sr=oc.get("xenserver_tools_sr") == "true")
+        except (ApiError, OSError) as e:  # a backend without this device: the host still starts
+            log.warning("first start: no SR %r: %s", name, e)
+    local = srs.get("Local storage")
+    if local is None:
+        return
     store.update("pool", app.pool_ref, {"default_SR": local, "suspend_image_SR": local,
                                         "crash_dump_SR": local})
     store.update("host", host, {"suspend_image_sr": local, "crash_dump_sr": local})
