@@ -232,6 +232,17 @@ def test_vm_life_cycle(loop, backend, sr, kernel):
         assert m["power_state"] == "Running" and m["domid"] == domid
         assert 0.0 <= m["vcpus_utilisation"]["0"] <= 1.0
 
+        # the balloon: the guest's virtio_balloon driver gives memory back
+        run(backend.domain_set_memory(vm, 192 * MiB))
+        deadline = time.monotonic() + 30
+        while run(backend.domain_metrics(vm))["memory_actual"] != 192 * MiB:
+            assert time.monotonic() < deadline, "balloon did not inflate"
+            time.sleep(0.2)
+        run(backend.domain_set_memory(vm, 256 * MiB))
+        with pytest.raises(BackendError) as e:
+            run(backend.domain_set_memory(vm, 512 * MiB))
+        assert e.value.code == "INVALID_VALUE"
+
         # pause / unpause
         run(backend.domain_pause(vm))
         assert run(backend.domain_list())[vm]["power_state"] == "Paused"
@@ -330,8 +341,8 @@ def test_clone_boots_on_its_own_disk(loop, backend, sr, kernel):
         # live snapshot of the running clone: the guest keeps writing to its new overlay
         snap = run(backend.vdi_snapshot(sr, clone["location"]))
         con.run("echo after-the-snapshot!! | dd of=/dev/vda conv=fsync 2>/dev/null")
-        # the guest halts by itself: the backend reports it
-        con.sock.sendall(b"poweroff\n")
+        # the guest reboots by itself: its QEMU goes and the backend reports it
+        con.sock.sendall(b"reboot\n")
         deadline = time.monotonic() + 60
         while vm in run(backend.domain_list()):
             assert time.monotonic() < deadline, backend.serial_log(vm).read_bytes()[-1500:]
@@ -339,7 +350,7 @@ def test_clone_boots_on_its_own_disk(loop, backend, sr, kernel):
     finally:
         con.close()
     assert backend.events == [{"kind": "stopped", "vm_uuid": vm, "domid": backend.events[0]["domid"],
-                               "reason": "halt"}]
+                               "reason": "reboot"}]
     backend.events.clear()
 
     sr_dir = backend._sr(sr).path
@@ -362,9 +373,18 @@ def test_cd_drive_and_shutdown_timeout(loop, backend, tmp_path):
     run(backend.sr_create(iso, "iso", {"location": str(iso_dir)}))
     vm = str(uuid.uuid4())
     cd = {"device": "3", "sr": iso, "location": "install.iso", "mode": "RO", "type": "CD"}
-    run(backend.domain_start(vm, spec(memory=64 * MiB, disks=[cd], boot_order="d")))
+    run(backend.domain_start(vm, spec(memory=64 * MiB, disks=[cd], boot_order="d",
+                                      vcpus_max=2)))
     argv = json.loads((backend.root / vm / "argv.json").read_text())
     assert any(a.startswith("ide-cd,id=cd3,") and "bootindex=1" in a for a in argv)
+
+    # a vCPU plugged in (up to VCPUs_max)
+    assert run(backend.domain_metrics(vm))["vcpus_number"] == 1
+    run(backend.domain_set_vcpus(vm, 2))
+    assert run(backend.domain_metrics(vm))["vcpus_number"] == 2
+    with pytest.raises(BackendError) as e:
+        run(backend.domain_set_vcpus(vm, 3))
+    assert e.value.description == ["INVALID_VALUE", "VCPUs_number", "3"]
 
     run(backend.domain_eject_cd(vm, "3"))
     with pytest.raises(BackendError) as e:
