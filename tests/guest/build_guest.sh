@@ -22,7 +22,14 @@ trap 'rm -rf "$work"' EXIT
 cd "$work"
 
 # The kernel package the linux-image-amd64 meta package points at (e.g. linux-image-6.1.0-56-amd64).
-kpkg=${PYXAPI_GUEST_KERNEL:-$(apt-cache depends linux-image-amd64 | sed -n 's/^ *Depends: \(linux-image-[0-9].*-amd64\)$/\1/p' | head -n1)}
+kernel_package() {
+    apt-cache depends linux-image-amd64 2>/dev/null \
+        | sed -n 's/^ *Depends: \(linux-image-[0-9].*-amd64\)$/\1/p' | head -n1
+}
+kpkg=${PYXAPI_GUEST_KERNEL:-$(kernel_package)}
+if [ -z "$kpkg" ] && [ "$(id -u)" = 0 ]; then
+    apt-get update -qq >&2 && kpkg=$(kernel_package)      # no package lists yet
+fi
 [ -n "$kpkg" ] || { echo "no linux-image package found (apt-get update?)" >&2; exit 1; }
 apt-get download "$kpkg" busybox-static >&2
 dpkg-deb -x "$kpkg"_*.deb kx
