@@ -181,6 +181,8 @@ def test_restart_keeps_storage_networks_and_templates(fresh_server):
               for cls in ("SR", "PBD", "VDI", "VBD", "VIF", "network", "PIF", "PIF_metrics",
                           "pool")}
     templates = sorted(r for r, v in x.VM.get_all_records().items() if v["is_a_template"])
+    # an SR unplugged before the restart is plugged again by it, as xapi does
+    x.PBD.unplug(x.SR.get_PBDs(local)[0])
     srv.stop()
 
     again = fresh_server(https=False, unix=False)

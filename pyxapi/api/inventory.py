@@ -127,11 +127,11 @@ def _make_templates(ctx) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# every start: attach plugged SRs in the backend again and resync their disks
+# every start: as xapi does, plug every PBD of the host again and resync the SRs' disks
 # ---------------------------------------------------------------------------------------------
 
 @on_loop_start_hook
-async def reattach_storage(app) -> None:
+async def plug_all_pbds(app) -> None:
     if app.backend is None:
         return
     ctx = _ctx(app)
@@ -141,19 +141,19 @@ async def reattach_storage(app) -> None:
             if store.get(cls, ref)["current_operations"]:   # their tasks died with us
                 store.update(cls, ref, {"current_operations": {}})
                 (storage.update_sr_ops if cls == "SR" else storage.update_vdi_ops)(store, ref)
-    for sr in store.refs("SR"):
-        row = store.get("SR", sr)
-        if not storage._backed_type(row["type"]):
+    for pbd in store.field("host", app.host_ref, "PBDs"):
+        prow = store.get("PBD", pbd)
+        sr = prow["SR"]
+        if not store.exists("SR", sr):
             continue
-        for pbd in store.field("SR", sr, "PBDs"):
-            prow = store.get("PBD", pbd)
-            if not prow["currently_attached"]:
-                continue
-            try:
+        row = store.get("SR", sr)
+        try:
+            if storage._backed_type(row["type"]):
                 await ctx.backend.sr_attach(row["uuid"], row["type"], dict(prow["device_config"]))
-                await storage.scan_sr(ctx, sr)
-            except ApiError as e:
-                log.warning("SR %s (%s) could not be attached again: %s", row["name_label"],
-                            row["uuid"], e)
-                store.update("PBD", pbd, {"currently_attached": False})
-                storage.update_sr_ops(store, sr)
+            if not prow["currently_attached"]:
+                store.update("PBD", pbd, {"currently_attached": True})
+            await storage.scan_sr(ctx, sr)
+        except ApiError as e:
+            log.warning("SR %s (%s) could not be plugged: %s", row["name_label"], row["uuid"], e)
+            store.update("PBD", pbd, {"currently_attached": False})
+            storage.update_sr_ops(store, sr)
