@@ -26,7 +26,6 @@ decide KVM, default ``$PYXAPI_QEMU_PROBE_GUEST`` as "kernel:initrd"), ``hostname
 from __future__ import annotations
 
 import asyncio
-import datetime as _dt
 import ipaddress
 import json
 import logging

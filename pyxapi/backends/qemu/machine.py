@@ -20,7 +20,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from qemu.qmp import QMPClient
 from qemu.qmp.protocol import Runstate
@@ -361,5 +361,3 @@ class Machine:
                 out[idx] = 0.0
         return out
 
-
-EventHandler = Callable[[Machine, dict], None]
