@@ -101,10 +101,11 @@ def from_wire(t: Type, v, name: str):
             if type(v) is str:
                 return v
         case Prim("int"):
-            if type(v) is int:
+            # Xen-API ints are int64: anything larger could not be stored or sent back
+            if type(v) is str and len(v) < 32 and _INT_RE.match(v.strip()):
+                v = int(v)
+            if type(v) is int and -(1 << 63) <= v < (1 << 63):
                 return v
-            if type(v) is str and _INT_RE.match(v.strip()):
-                return int(v)
         case Prim("bool"):
             if type(v) is bool:
                 return v

@@ -16,22 +16,28 @@ import asyncio
 import collections
 import email.utils
 import logging
+import os
 import time
 import urllib.parse
 
 import httptools
 
 from .asgi import MAX_BODY, is_jsonrpc
+from .audit import peer
 
 log = logging.getLogger("pyxapi.http")
 
 KEEP_ALIVE = 60.0
 _PIPELINE_LIMIT = 32  # queued requests on one connection before it stops reading
+# A request must arrive whole this many seconds after its first bytes (slow clients, slowloris).
+REQUEST_TIMEOUT = float(os.environ.get("PYXAPI_REQUEST_TIMEOUT", "30"))
+MAX_HEAD = 1 << 20  # bytes of request line and headers (httptools buffers them unbounded)
 
 _XML = b"text/xml"
 _JSON = b"application/json"
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
-            413: b"Payload Too Large", 500: b"Internal Server Error"}
+            408: b"Request Timeout", 413: b"Payload Too Large", 431: b"Request Header Fields Too Large",
+            500: b"Internal Server Error"}
 _date = [0, b""]
 
 
@@ -114,27 +120,46 @@ class HttpProtocol(asyncio.Protocol):
         self._headers: list = []
         self._body: list = []
         self._size = 0
+        self.peer = ""
+        self._deadline: asyncio.TimerHandle | None = None
+        self._in_head = False
+        self._head_size = 0
 
     # ---- transport -----------------------------------------------------------
 
     def connection_made(self, transport):
         self.transport = transport
         self.server.connections.add(self)
+        addr = transport.get_extra_info("peername")
+        self.peer = addr[0] if isinstance(addr, tuple) else ""
 
     def connection_lost(self, exc):
         self.server.connections.discard(self)
         self.queue.clear()
+        if self._deadline is not None:
+            self._deadline.cancel()
         if self.disconnected is not None and not self.disconnected.done():
             self.disconnected.set_result(None)
 
     def data_received(self, data: bytes):
         self.last_active = time.monotonic()
+        if self._deadline is None:
+            self._deadline = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, self._too_slow)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._refuse(400, b"protocol upgrades are not supported\n")
         except httptools.HttpParserError:
             self._refuse(400, b"invalid HTTP request\n")
+        if self._in_head:
+            self._head_size += len(data)
+            if self._head_size > MAX_HEAD:
+                self._refuse(431, b"request head too large\n")
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        if not self.busy:  # (while busy, the next request's clock restarts with its next bytes)
+            self._refuse(408, b"request not received in time\n")
 
     def close_when_idle(self) -> None:
         self.closing = True
@@ -149,6 +174,8 @@ class HttpProtocol(asyncio.Protocol):
     # ---- parser callbacks ------------------------------------------------------
 
     def on_message_begin(self):
+        self._in_head = True
+        self._head_size = 0
         self._url = b""
         self._headers = []
         self._body = []
@@ -161,6 +188,7 @@ class HttpProtocol(asyncio.Protocol):
         self._headers.append((name.lower(), value))
 
     def on_headers_complete(self):
+        self._in_head = False
         for name, value in self._headers:
             if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY:
                 return self._refuse(413, b"request body too large (limit %d bytes)\n" % MAX_BODY)
@@ -175,6 +203,9 @@ class HttpProtocol(asyncio.Protocol):
             self._body.append(body)
 
     def on_message_complete(self):
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         p = self.parser
         req = _Request(p.get_method(), self._url, self._headers, b"".join(self._body),
                        p.should_keep_alive(), p.get_http_version(), self._size > MAX_BODY)
@@ -193,6 +224,7 @@ class HttpProtocol(asyncio.Protocol):
         asyncio.get_running_loop().create_task(self._serve(req))
 
     async def _serve(self, req: _Request) -> None:
+        peer.set(self.peer)  # for the login throttle and the audit log
         keep_alive = req.keep_alive and not self.closing
         try:
             if req.too_large:
