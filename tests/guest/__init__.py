@@ -23,7 +23,7 @@ def build() -> dict:
     out = subprocess.run([str(HERE / "build_guest.sh")], check=True, capture_output=True,
                          text=True, timeout=600).stdout.strip().splitlines()[-1]
     cache = pathlib.Path(out)
-    return {"kernel": str(cache / "vmlinuz"), "ramdisk": str(cache / "initrd.gz"),
+    return {"kernel": str(cache / "vmlinux"), "ramdisk": str(cache / "initrd.gz"),
             "args": CMDLINE}
 
 

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # Build the QEMU test guest from Debian packages only: a distribution kernel and a busybox
 # initramfs whose ACPI power button runs `poweroff` and which prints GUEST-READY on the serial
-# console once it can take a shutdown request.
+# console once it can take a shutdown request.  The kernel is also unpacked to an ELF vmlinux,
+# which QEMU boots through its PVH entry point: under TCG that skips the decompressor and
+# halves the boot (about 5 s instead of 11 s here).
 #
 #   tests/guest/build_guest.sh [cache dir]      (default ${PYXAPI_GUEST_CACHE:-~/.cache/pyxapi-guest})
 #
-# Prints the cache dir; it then holds vmlinuz and initrd.gz.  Nothing here is ever committed.
+# Prints the cache dir; it then holds vmlinuz, vmlinux and initrd.gz.  Nothing here is ever committed.
 set -euo pipefail
 
 cache=${1:-${PYXAPI_GUEST_CACHE:-$HOME/.cache/pyxapi-guest}}
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
-version=4   # bump when the initramfs content changes
-if [ -s "$cache/vmlinuz" ] && [ -s "$cache/initrd.gz" ] && [ "$(cat "$cache/version" 2>/dev/null)" = "$version" ]; then
+version=5   # bump when what is built changes
+if [ -s "$cache/vmlinux" ] && [ -s "$cache/initrd.gz" ] && [ "$(cat "$cache/version" 2>/dev/null)" = "$version" ]; then
     echo "$cache"
     exit 0
 fi
@@ -87,7 +89,18 @@ chmod +x "$root/init" "$root/etc/rc" "$root/etc/acpi/PWRF/00000080"
 
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > initrd.gz
 cp kx/boot/vmlinuz-* vmlinuz
-mv vmlinuz initrd.gz "$cache/"
+python3 - vmlinuz vmlinux <<'EOF'
+import lzma, sys
+data = open(sys.argv[1], "rb").read()
+start = data.find(b"\xfd7zXZ\x00")        # the xz payload inside the bzImage
+if start < 0:
+    sys.exit("vmlinuz: no xz payload")
+elf = lzma.LZMADecompressor().decompress(data[start:])
+if elf[:4] != b"\x7fELF":
+    sys.exit("vmlinuz: the payload is not an ELF kernel")
+open(sys.argv[2], "wb").write(elf)
+EOF
+mv vmlinuz vmlinux initrd.gz "$cache/"
 echo "$kpkg" > "$cache/kernel-package"
 echo "$version" > "$cache/version"
 echo "$cache"
