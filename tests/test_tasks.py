@@ -193,3 +193,17 @@ def test_tasks_of_other_users_need_pool_operator(fresh_server, tmp_path):
     root.task.set_status(mine, "cancelled")  # a pool operator may act on anyone's task
     root.task.destroy(mine)
     assert mine not in root.task.get_all()
+
+
+def test_tasks_do_not_survive_a_restart(fresh_server):
+    srv = fresh_server()
+    x = srv.session("http").xenapi
+    mine = x.task.create("before the restart", "")
+    done = x.Async.VM.create({"name_label": "made before the restart"})
+    wait_task(x, done)
+    assert {mine, done} <= set(x.task.get_all())
+    srv.stop()
+    srv = fresh_server()
+    x = srv.session("http").xenapi
+    assert x.task.get_all() == []
+    assert x.VM.get_by_name_label("made before the restart")  # what the task made stays
