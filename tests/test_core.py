@@ -289,6 +289,8 @@ def test_setters_round_trip_on_every_object(xapi):
                 getter = cls.messages.get("get_" + name)
                 if setter is None or not setter.implicit or "Removed_s" in (setter.state, getter.state):
                     continue
+                if (cls.name, name) == ("VM", "is_a_template"):
+                    continue  # xapi: only a halted VM, not a snapshot, becomes a template
                 value = sample_value(f.type, rec[name])
                 if value is None:
                     continue

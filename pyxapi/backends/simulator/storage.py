@@ -173,21 +173,24 @@ class SimSR:
         src = self.get(location)
         if not self.thin:
             new = Node(self.new_location(), src.virtual_size, allocated=self.data_of(src),
-                       vdi_type=src.vdi_type, read_only=read_only, sharable=src.sharable)
+                       vdi_type=src.vdi_type, read_only=read_only, sharable=src.sharable,
+                       suspend_image_of=src.suspend_image_of)
             self.need(self.node_usage(new))
             self.nodes[new.location] = new
             return new
         if src.allocated == 0 and src.parent:
             # nothing of its own: the copy can share the same parent
             new = Node(self.new_location(), src.virtual_size, parent=src.parent,
-                       vdi_type=src.vdi_type, read_only=read_only, sharable=src.sharable)
+                       vdi_type=src.vdi_type, read_only=read_only, sharable=src.sharable,
+                       suspend_image_of=src.suspend_image_of)
             self.need(self.node_usage(new))
             self.nodes[new.location] = new
             return new
         base = Node(self.new_location(), src.virtual_size, allocated=src.allocated,
                     parent=src.parent, hidden=True, read_only=True, vdi_type=src.vdi_type)
         new = Node(self.new_location(), src.virtual_size, parent=base.location,
-                   vdi_type=src.vdi_type, read_only=read_only, sharable=src.sharable)
+                   vdi_type=src.vdi_type, read_only=read_only, sharable=src.sharable,
+                   suspend_image_of=src.suspend_image_of)  # a checkpoint's memory image
         # the source's data moves to the base: the extra cost is two sets of metadata
         self.need(self.node_usage(new) + vhd_metadata(src.virtual_size))
         self.nodes[base.location] = base
