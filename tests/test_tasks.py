@@ -74,6 +74,13 @@ def test_async_clone_pending_to_success(fresh_server):
     srv = fresh_server(env={"PYXAPI_SIM_DELAY": "all=0.5"})
     x = srv.session("http").xenapi
     vm = new_vm(x, "clone-source")
+    # a disk to clone: cloning a VM without disks asks nothing of the backend, so takes no time
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    vdi = x.VDI.create({"SR": sr, "virtual_size": str(1024 * MiB), "type": "user", "name_label": "d",
+                        "sharable": False, "read_only": False, "other_config": {}})
+    x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW",
+                  "type": "Disk", "empty": False, "other_config": {},
+                  "qos_algorithm_type": "", "qos_algorithm_params": {}})
     task = x.Async.VM.clone(vm, "clone-made")
     rec, seen = wait_task(x, task)
     if rec["status"] == "failure" and rec["error_info"][:1] == ["NOT_IMPLEMENTED"]:
