@@ -98,9 +98,17 @@ def test_full_lifecycle(xapi):
     vif = x.VIF.create({"device": "0", "network": net, "VM": vm, "MAC": "", "MTU": "1500",
                         "other_config": {}, "qos_algorithm_type": "",
                         "qos_algorithm_params": {}})
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    data = x.VDI.create({"SR": sr, "virtual_size": str(GiB), "type": "user", "name_label": "data",
+                         "sharable": False, "read_only": False, "other_config": {}})
+    x.VBD.create({"VM": vm, "VDI": data, "userdevice": "1", "bootable": False, "mode": "RW",
+                  "type": "Disk", "empty": False, "other_config": {},
+                  "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    assert x.VM.get_allowed_VBD_devices(vm)[:2] == ["2", "3"]
     rec = x.VM.get_record(vm)
     assert (rec["power_state"], rec["domid"], rec["resident_on"]) == ("Halted", "-1", "OpaqueRef:NULL")
     assert "start" in rec["allowed_operations"] and "pause" not in rec["allowed_operations"]
+    assert len(rec["VBDs"]) == 2
 
     free0 = free_memory(x)
     x.VM.start(vm, False, False)
@@ -167,6 +175,7 @@ def test_full_lifecycle(xapi):
     for gone, cls in ((rec["VBDs"], x.VBD), ([vif], x.VIF), ([rec["metrics"]], x.VM_metrics)):
         for ref in gone:
             assert failure(cls.get_uuid, ref)[0] == "HANDLE_INVALID"
+    assert data in disks and len(disks) == 2
     assert all(d in x.VDI.get_all() for d in disks)  # disks stay, as xapi
     for d in disks:
         x.VDI.destroy(d)
@@ -646,3 +655,24 @@ def test_restart_of_the_server_is_a_host_reboot(fresh_server):
     assert x.VBD.get_VDI(rec["VBDs"][0]) == disk
     x.VM.start(vm, False, False)
     assert x.VM.get_power_state(vm) == "Running"
+
+
+def test_plain_setters_and_what_start_checks_of_them(xapi):
+    x = xapi
+    vm = x.VM.create(vm_args("setters"))
+    x.VM.set_order(vm, "3")
+    x.VM.set_start_delay(vm, "5")
+    x.VM.add_to_NVRAM(vm, "EFI-variables", "AAAA")
+    x.VM.set_platform(vm, {"viridian": "true"})
+    rec = x.VM.get_record(vm)
+    assert (rec["order"], rec["start_delay"], rec["NVRAM"], rec["platform"]) == (
+        "3", "5", {"EFI-variables": "AAAA"}, {"viridian": "true"})
+    x.VM.set_actions_after_crash(vm, "rename_restart")  # stored as given, refused at start
+    assert failure(x.VM.start, vm, False, False)[:3] == [
+        "VALUE_NOT_SUPPORTED", "VM.actions_after_crash", "rename_restart"]
+    x.VM.set_HVM_shadow_multiplier(vm, 2.0)
+    assert failure(x.VM.set_HVM_shadow_multiplier, vm, 0.5) == ["INVALID_VALUE", "multiplier", "0.5"]
+    assert x.VM.get_HVM_shadow_multiplier(vm) == 2.0
+    x.VM.set_is_a_template(vm, True)
+    assert failure(x.VM.start, vm, False, False) == ["VM_IS_TEMPLATE", vm, "start"]
+    x.VM.destroy(vm)
