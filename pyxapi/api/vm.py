@@ -241,6 +241,9 @@ def domain_spec(store, vm: str) -> dict:
         "disks": storage.disk_specs(store, vm),
         "nics": network.nic_specs(store, vm),
         "os_hint": os_hint(row),
+        # direct kernel boot (the QEMU backend boots it; the simulator ignores it)
+        "kernel": {"kernel": row["PV_kernel"], "ramdisk": row["PV_ramdisk"],
+                   "args": row["PV_args"]} if row["PV_kernel"] else {},
     }
 
 

@@ -1,0 +1,142 @@
+"""A real guest driven through XenAPI.py: `pyxapi serve --backend qemu`.
+
+The VM boots the test guest's kernel and initramfs directly (PV_kernel / PV_ramdisk / PV_args),
+with a qcow2 disk on "Local storage" and a NIC with its VIF's MAC.
+"""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from tests import guest as G
+from tests.server import RunningServer
+
+pytestmark = pytest.mark.skipif(G.QEMU_MISSING is not None, reason=G.SKIP_REASON)
+
+MiB = 1024 * 1024
+MAC = "52:54:00:5e:00:42"
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    return G.build()
+
+
+@pytest.fixture
+def cleanup(tmp_path):
+    yield
+    G.kill_qemus(tmp_path)       # QEMUs outlive servers by design
+
+
+def vm_record(name, kernel, memory=256 * MiB):
+    return {
+        "name_label": name, "name_description": "", "user_version": "1",
+        "is_a_template": False, "affinity": "OpaqueRef:NULL",
+        "memory_target": str(memory), "memory_static_max": str(memory),
+        "memory_dynamic_max": str(memory), "memory_dynamic_min": str(memory),
+        "memory_static_min": str(memory),
+        "VCPUs_params": {}, "VCPUs_max": "1", "VCPUs_at_startup": "1",
+        "actions_after_shutdown": "destroy", "actions_after_reboot": "restart",
+        "actions_after_crash": "destroy", "PV_bootloader": "", "PV_kernel": kernel["kernel"],
+        "PV_ramdisk": kernel["ramdisk"], "PV_args": kernel["args"], "PV_bootloader_args": "",
+        "PV_legacy_args": "", "HVM_boot_policy": "BIOS order", "HVM_boot_params": {"order": "c"},
+        "HVM_shadow_multiplier": 1.0, "platform": {}, "PCI_bus": "", "other_config": {},
+        "recommendations": "", "domain_type": "hvm",
+    }
+
+
+def make_vm(x, kernel):
+    vm = x.VM.create(vm_record("qemu guest", kernel))
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    vdi = x.VDI.create({"SR": sr, "virtual_size": str(64 * MiB), "name_label": "root",
+                        "name_description": "", "type": "user", "sharable": False,
+                        "read_only": False, "other_config": {}, "xenstore_data": {},
+                        "sm_config": {}, "tags": []})
+    x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW",
+                  "type": "Disk", "unpluggable": True, "empty": False, "other_config": {},
+                  "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    net = x.network.get_all()[0]
+    x.VIF.create({"device": "0", "network": net, "VM": vm, "MAC": MAC, "MTU": "1500",
+                  "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    return vm, vdi
+
+
+def wait_state(x, vm, state, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while x.VM.get_power_state(vm) != state:
+        assert time.monotonic() < deadline, f"VM not {state}: {x.VM.get_power_state(vm)}"
+        time.sleep(0.1)
+
+
+def test_real_guest_through_the_api(fresh_server, cleanup, kernel):
+    srv = fresh_server(backend="qemu")
+    x = srv.session().xenapi
+    vm, vdi = make_vm(x, kernel)
+    uuid = x.VM.get_uuid(vm)
+    vm_dir = srv.state_dir / "qemu" / uuid
+
+    t = time.monotonic()
+    x.VM.start(vm, False, False)
+    rec = x.VM.get_record(vm)
+    assert rec["power_state"] == "Running" and int(rec["domid"]) > 0
+    domid = rec["domid"]
+    G.wait_for(vm_dir / "serial.log")
+    print(f"\n[qemu timing] VM.start to GUEST-READY through the API: {time.monotonic() - t:.2f} s")
+
+    con = G.Console(vm_dir / "serial.sock")
+    try:
+        assert con.run("cat /sys/class/net/eth0/address") == MAC
+        con.run("echo written-through-the-api | dd of=/dev/vda conv=fsync 2>/dev/null")
+
+        x.VM.pause(vm)
+        assert x.VM.get_power_state(vm) == "Paused"
+        x.VM.unpause(vm)
+        assert x.VM.get_power_state(vm) == "Running"
+        before = float(con.run("cut -d' ' -f1 /proc/uptime"))
+    finally:
+        con.close()
+
+    t = time.monotonic()
+    x.VM.suspend(vm)
+    suspended = x.VM.get_record(vm)
+    assert suspended["power_state"] == "Suspended" and suspended["suspend_VDI"] != "OpaqueRef:NULL"
+    x.VM.resume(vm, False, False)
+    print(f"[qemu timing] VM.suspend + VM.resume: {time.monotonic() - t:.2f} s")
+    assert x.VM.get_power_state(vm) == "Running"
+    assert x.VM.get_suspend_VDI(vm) == "OpaqueRef:NULL"
+    domid = x.VM.get_domid(vm)
+
+    # the server is killed and started again: the VM is still running, same domain
+    srv.kill(signal.SIGKILL)
+    srv2 = RunningServer(srv.state_dir, backend="qemu")
+    try:
+        x = srv2.session().xenapi
+        assert x.VM.get_power_state(vm) == "Running"
+        assert x.VM.get_domid(vm) == domid
+        con = G.Console(vm_dir / "serial.sock")
+        try:
+            assert float(con.run("cut -d' ' -f1 /proc/uptime")) >= before   # not rebooted
+        finally:
+            con.close()
+        assert (vm_dir / "serial.log").read_bytes().count(G.READY) == 1
+
+        t = time.monotonic()
+        x.VM.clean_shutdown(vm)
+        print(f"[qemu timing] VM.clean_shutdown (ACPI): {time.monotonic() - t:.2f} s")
+        assert x.VM.get_power_state(vm) == "Halted"
+        assert not (vm_dir / "pid").exists()
+
+        # boot again: what the guest wrote is still on its disk; then it powers off by itself
+        x.VM.start(vm, False, False)
+        G.wait_for(vm_dir / "serial.log")
+        con = G.Console(vm_dir / "serial.sock")
+        try:
+            assert con.run("dd if=/dev/vda bs=23 count=1 2>/dev/null") == "written-through-the-api"
+            con.sock.sendall(b"poweroff\n")
+            wait_state(x, vm, "Halted")
+        finally:
+            con.close()
+    finally:
+        srv2.stop()
