@@ -676,3 +676,41 @@ def test_plain_setters_and_what_start_checks_of_them(xapi):
     x.VM.set_is_a_template(vm, True)
     assert failure(x.VM.start, vm, False, False) == ["VM_IS_TEMPLATE", vm, "start"]
     x.VM.destroy(vm)
+
+
+def test_suspend_needs_a_suspend_sr(xapi):
+    x = xapi
+    pool, host = x.pool.get_all()[0], x.host.get_all()[0]
+    saved = x.pool.get_suspend_image_SR(pool), x.host.get_suspend_image_sr(host)
+    vm = new_vm(x, "no-suspend-sr")
+    x.VM.start(vm, False, False)
+    try:
+        x.pool.set_suspend_image_SR(pool, "OpaqueRef:NULL")
+        x.host.set_suspend_image_sr(host, "OpaqueRef:NULL")
+        n_vdis = len(x.VDI.get_all())
+        assert failure(x.VM.suspend, vm) == ["VM_NO_SUSPEND_SR", vm]
+        assert x.VM.get_power_state(vm) == "Running" and len(x.VDI.get_all()) == n_vdis
+        x.VM.set_suspend_SR(vm, saved[0])  # the VM's own choice comes first
+        x.VM.suspend(vm)
+        assert x.VDI.get_SR(x.VM.get_suspend_VDI(vm)) == saved[0]
+    finally:
+        x.pool.set_suspend_image_SR(pool, saved[0])
+        x.host.set_suspend_image_sr(host, saved[1])
+    x.VM.hard_shutdown(vm)
+    _destroy_with_disks(x, vm)
+
+
+def test_start_needs_the_sr_of_its_disks(fresh_server):
+    x = fresh_server().session().xenapi
+    vm = new_vm(x, "needs-sr")
+    sr = x.VDI.get_SR(x.VBD.get_VDI(x.VM.get_VBDs(vm)[0]))
+    for pbd in x.SR.get_PBDs(sr):
+        x.PBD.unplug(pbd)
+    assert failure(x.VM.start, vm, False, False) == ["VM_REQUIRES_SR", vm, sr]
+    assert failure(x.VM.assert_can_boot_here, vm, x.host.get_all()[0]) == ["VM_REQUIRES_SR", vm, sr]
+    assert x.VM.get_possible_hosts(vm) == []
+    assert x.VM.get_power_state(vm) == "Halted"
+    for pbd in x.SR.get_PBDs(sr):
+        x.PBD.plug(pbd)
+    x.VM.start(vm, False, False)
+    assert x.VM.get_power_state(vm) == "Running"
