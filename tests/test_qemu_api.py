@@ -128,6 +128,25 @@ def test_real_guest_through_the_api(fresh_server, cleanup, kernel):
         assert x.VM.get_power_state(vm) == "Halted"
         assert not (vm_dir / "pid").exists()
 
+        # a clone (copy-on-write disk) boots with the original's data and writes its own
+        t = time.monotonic()
+        clone = x.VM.clone(vm, "qemu guest clone")
+        print(f"[qemu timing] VM.clone: {time.monotonic() - t:.2f} s")
+        clone_vdi = x.VBD.get_VDI(x.VM.get_VBDs(clone)[0])
+        assert clone_vdi != vdi
+        assert x.VDI.get_location(clone_vdi) != x.VDI.get_location(vdi)
+        clone_dir = srv.state_dir / "qemu" / x.VM.get_uuid(clone)
+        x.VM.start(clone, False, False)
+        G.wait_for(clone_dir / "serial.log")
+        con = G.Console(clone_dir / "serial.sock")
+        try:
+            assert con.run("dd if=/dev/vda bs=23 count=1 2>/dev/null") == "written-through-the-api"
+            con.run("echo the-clone-wrote-this-now | dd of=/dev/vda conv=fsync 2>/dev/null")
+        finally:
+            con.close()
+        x.VM.hard_shutdown(clone)
+        assert x.VM.get_power_state(clone) == "Halted"
+
         # boot again: what the guest wrote is still on its disk; then it powers off by itself
         x.VM.start(vm, False, False)
         G.wait_for(vm_dir / "serial.log")
