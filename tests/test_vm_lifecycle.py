@@ -714,3 +714,15 @@ def test_start_needs_the_sr_of_its_disks(fresh_server):
         x.PBD.plug(pbd)
     x.VM.start(vm, False, False)
     assert x.VM.get_power_state(vm) == "Running"
+
+
+def test_shutdown_gives_the_guest_its_shutdown_delay_then_pulls_the_plug(fresh_server):
+    x = fresh_server(env={"PYXAPI_SIM_DELAY": "shutdown=30"}).session().xenapi
+    vm = new_vm(x, "stubborn")
+    x.VM.start(vm, False, False)
+    x.VM.set_shutdown_delay(vm, "1")
+    t = time.monotonic()
+    x.VM.shutdown(vm)  # the guest takes 30 s to halt: after 1 s it is shut down hard
+    assert time.monotonic() - t < 10
+    rec = x.VM.get_record(vm)
+    assert (rec["power_state"], rec["current_operations"]) == ("Halted", {})

@@ -247,6 +247,17 @@ def domain_spec(store, vm: str) -> dict:
     }
 
 
+async def domain(ctx, vm: str, op: str, *args, **kw):
+    """backend.domain_<op> for the VM; its errors name the VM by ref, as the API does."""
+    uuid = ctx.store.get("VM", vm)["uuid"]
+    try:
+        return await getattr(ctx.backend, "domain_" + op)(uuid, *args, **kw)
+    except ApiError as e:
+        if uuid not in e.params:
+            raise
+        raise ApiError(e.code, *[vm if p == uuid else p for p in e.params]) from None
+
+
 def memory_needed(backend, row: dict) -> int:
     """What a domain of this VM costs the host: its memory target plus the overhead."""
     return row["memory_dynamic_max"] + backend.memory_overhead(row["memory_static_max"],
@@ -266,7 +277,7 @@ def metrics_ref(store, vm: str) -> str:
 async def refresh_metrics(ctx, vm: str) -> None:
     """VM_metrics of a live VM from the backend."""
     store = ctx.store
-    m = await ctx.backend.domain_metrics(store.get("VM", vm)["uuid"])
+    m = await domain(ctx, vm, "metrics")
     store.update("VM_metrics", metrics_ref(store, vm), {
         "memory_actual": m["memory_actual"],
         "VCPUs_number": m["vcpus_number"],
@@ -292,7 +303,7 @@ _GM_FIELDS = ("os_version", "netbios_name", "PV_drivers_version", "PV_drivers_up
 async def refresh_guest_metrics(ctx, vm: str) -> None:
     """VM_guest_metrics from what the guest agent reported (nothing until it has)."""
     store = ctx.store
-    report = await ctx.backend.domain_guest_metrics(store.get("VM", vm)["uuid"])
+    report = await domain(ctx, vm, "guest_metrics")
     if report is None:
         return
     fields = {k: report[k] for k in _GM_FIELDS if k in report}
@@ -475,9 +486,8 @@ async def _start(ctx, vm: str, host: str, paused: bool, op: str) -> None:
     async with vm_operation(ctx, vm, op):
         await assert_can_boot_here(ctx, vm, host)
         delete_guest_metrics(store, vm)  # what a clone inherited is wrong until the agent says
-        domid = await ctx.backend.domain_start(store.get("VM", vm)["uuid"],
-                                               domain_spec(store, vm), paused=paused,
-                                               progress=ctx.progress)
+        domid = await domain(ctx, vm, "start", domain_spec(store, vm), paused=paused,
+                             progress=ctx.progress)
         await settle(set_live(ctx, vm, domid, "Paused" if paused else "Running"))
 
 
@@ -501,15 +511,12 @@ async def _hard_shutdown(ctx, vm: str) -> None:
         store.update("VM", vm, {"suspend_VDI": NULL})
         force_state_reset(ctx, vm, "Halted")
     elif row["power_state"] in LIVE:
-        await ctx.backend.domain_shutdown(row["uuid"], clean=False, progress=ctx.progress)
+        await domain(ctx, vm, "shutdown", clean=False, progress=ctx.progress)
         force_state_reset(ctx, vm, "Halted")
 
 
-async def _clean_shutdown(ctx, vm: str) -> None:
-    row = ctx.store.get("VM", vm)
-    timeout = float(row["shutdown_delay"]) if row["shutdown_delay"] > 0 else 1200.0
-    await ctx.backend.domain_shutdown(row["uuid"], clean=True, timeout=timeout,
-                                      progress=ctx.progress)
+async def _clean_shutdown(ctx, vm: str, timeout: float = 1200.0) -> None:
+    await domain(ctx, vm, "shutdown", clean=True, timeout=timeout, progress=ctx.progress)
     force_state_reset(ctx, vm, "Halted")
 
 
@@ -529,9 +536,10 @@ async def hard_shutdown(ctx, vm):
 async def shutdown(ctx, vm):
     """Clean if the guest can, else hard (xapi's VM.shutdown)."""
     async with vm_operation(ctx, vm, "shutdown"):
-        if ctx.store.get("VM", vm)["power_state"] == "Running":
-            try:
-                await _clean_shutdown(ctx, vm)
+        row = ctx.store.get("VM", vm)
+        if row["power_state"] == "Running":
+            try:  # the VM's shutdown_delay, when set, is how long the guest is given
+                await _clean_shutdown(ctx, vm, float(row["shutdown_delay"] or 1200))
                 return
             except ApiError as e:
                 log.info("clean shutdown of %s failed (%s): shutting down hard", vm, e)
@@ -542,9 +550,8 @@ async def _reboot(ctx, vm: str, op: str, clean: bool) -> None:
     store = ctx.store
     async with vm_operation(ctx, vm, op):
         await assert_can_boot_here(ctx, vm, ctx.app.host_ref, memory_check=False)
-        domid = await ctx.backend.domain_reboot(store.get("VM", vm)["uuid"],
-                                                domain_spec(store, vm), clean=clean,
-                                                progress=ctx.progress)
+        domid = await domain(ctx, vm, "reboot", domain_spec(store, vm), clean=clean,
+                             progress=ctx.progress)
         await settle(set_live(ctx, vm, domid, "Running"))
 
 
@@ -561,14 +568,14 @@ async def hard_reboot(ctx, vm):
 @action("VM.pause")
 async def pause(ctx, vm):
     async with vm_operation(ctx, vm, "pause"):
-        await ctx.backend.domain_pause(ctx.store.get("VM", vm)["uuid"])
+        await domain(ctx, vm, "pause")
         await settle(_set_run_state(ctx, vm, "Paused"))
 
 
 @action("VM.unpause")
 async def unpause(ctx, vm):
     async with vm_operation(ctx, vm, "unpause"):
-        await ctx.backend.domain_unpause(ctx.store.get("VM", vm)["uuid"])
+        await domain(ctx, vm, "unpause")
         await settle(_set_run_state(ctx, vm, "Running"))
 
 
@@ -600,8 +607,8 @@ async def suspend_domain(ctx, vm: str) -> None:
                                    name_description=f"Suspend image of VM {row['uuid']}")
     try:
         vrow = store.get("VDI", vdi)
-        await ctx.backend.domain_suspend(row["uuid"], store.get("SR", sr)["uuid"],
-                                         vrow["location"], progress=ctx.progress)
+        await domain(ctx, vm, "suspend", store.get("SR", sr)["uuid"], vrow["location"],
+                     progress=ctx.progress)
     except BaseException:
         await asyncio.shield(storage.destroy_vdi(ctx, vdi))
         raise
@@ -623,9 +630,9 @@ async def resume_domain(ctx, vm: str, paused: bool = False) -> None:
     if vdi == NULL or not store.exists("VDI", vdi):
         raise ApiError("VM_HAS_NO_SUSPEND_VDI", vm)
     vrow = store.get("VDI", vdi)
-    domid = await ctx.backend.domain_resume(row["uuid"], domain_spec(store, vm),
-                                            store.get("SR", vrow["SR"])["uuid"], vrow["location"],
-                                            paused=paused, progress=ctx.progress)
+    domid = await domain(ctx, vm, "resume", domain_spec(store, vm),
+                         store.get("SR", vrow["SR"])["uuid"], vrow["location"], paused=paused,
+                         progress=ctx.progress)
 
     async def after():
         store.update("VM", vm, {"suspend_VDI": NULL})
@@ -662,7 +669,7 @@ async def power_state_reset(ctx, vm):
         domains = await ctx.backend.domain_list()
         if domains.get(row["uuid"], {}).get("power_state") == "Running":
             raise ApiError("DOMAIN_EXISTS", vm)
-        await ctx.backend.domain_destroy(row["uuid"])
+        await domain(ctx, vm, "destroy")
     store.update("VM", vm, {"current_operations": {}})
     force_state_reset(ctx, vm, "Halted")
 
@@ -704,7 +711,7 @@ async def _guest_stopped(ctx, vm: str, reason: str) -> None:
     if "restart" not in row[action_field]:
         return
     try:
-        domid = await ctx.backend.domain_start(row["uuid"], domain_spec(ctx.store, vm))
+        domid = await domain(ctx, vm, "start", domain_spec(ctx.store, vm))
         await set_live(ctx, vm, domid, "Running")
     except ApiError as e:
         log.warning("VM %s could not be restarted after %s: %s", row["uuid"], reason, e)

@@ -13,7 +13,7 @@ from ..errors import ApiError
 from .generic import generic_handler
 from .registry import action
 from .vm import (
-    assert_can_boot_here, assert_operation, memory_needed, refresh_metrics,
+    assert_can_boot_here, assert_operation, domain, memory_needed, refresh_metrics,
     update_allowed_operations, vm_operation,
 )
 from . import network, storage
@@ -73,7 +73,7 @@ async def set_memory_dynamic_range(ctx, vm, dmin, dmax):
         row = store.get("VM", vm)
         _assert_memory_order(row, row["memory_static_min"], dmin, dmax, row["memory_static_max"])
         if row["power_state"] == "Running":
-            await ctx.backend.domain_set_memory(row["uuid"], dmax)
+            await domain(ctx, vm, "set_memory", dmax)
         store.update("VM", vm, {"memory_dynamic_min": dmin, "memory_dynamic_max": dmax,
                                 "memory_target": dmin if row["power_state"] == "Halted" else dmax})
         if row["power_state"] == "Running":
@@ -160,7 +160,7 @@ async def set_VCPUs_number_live(ctx, vm, nvcpu):
         if nvcpu < 1 or nvcpu > row["VCPUs_max"]:
             raise ApiError("INVALID_VALUE", "VCPU values must satisfy: 0 < VCPUs ≤ VCPUs_max",
                            nvcpu)
-        await ctx.backend.domain_set_vcpus(row["uuid"], nvcpu)
+        await domain(ctx, vm, "set_vcpus", nvcpu)
         ctx.store.update("VM", vm, {"VCPUs_at_startup": nvcpu})
         await refresh_metrics(ctx, vm)
 

@@ -16,7 +16,7 @@ from ..model.values import EPOCH
 from . import network, storage
 from .registry import action
 from .vm import (
-    LIVE, assert_operation, force_state_reset, metrics_ref, resume_domain, settle,
+    LIVE, assert_operation, domain, force_state_reset, metrics_ref, resume_domain, settle,
     suspend_domain, update_allowed_operations, vm_operation,
 )
 
@@ -222,7 +222,7 @@ async def revert(ctx, snapshot):
     async with vm_operation(ctx, snapshot, "revert"), vm_operation(ctx, vm, "reverting"):
         row = store.get("VM", vm)
         if row["power_state"] in LIVE:
-            await ctx.backend.domain_shutdown(row["uuid"], clean=False)
+            await domain(ctx, vm, "shutdown", clean=False)
             force_state_reset(ctx, vm, "Halted")
         # the new disks are made first: a failure leaves the VM's own as they were
         made = Made(ctx)
