@@ -353,15 +353,21 @@ def test_vbd_create_rules(xapi, lvm):
     special = new_vdi(x, lvm, 8 * MiB, type="ha_statefile")
     assert failure(new_vbd, x, vm, special, "4") == ["VDI_INCOMPATIBLE_TYPE", special, "ha_statefile"]
     assert snapshot_state(x, "VBD") == before
-    # "autodetect" takes the first free device
+    # "autodetect" takes the first free device; Linux names count as their number
     auto = new_vbd(x, vm, iso, "autodetect", type="CD", mode="RO")
     assert x.VBD.get_userdevice(auto) == "1"
+    assert failure(new_vbd, x, vm, disk, "xvdb") == ["DEVICE_ALREADY_EXISTS", "xvdb"]
+    named = new_vbd(x, vm, new_vdi(x, lvm, GiB), "xvdc")
+    assert x.VBD.get_userdevice(named) == "xvdc"
+    assert new_vbd(x, vm, NULL, "autodetect", type="CD", mode="RO", empty=True) in \
+        x.VM.get_VBDs(vm)
+    assert sorted(x.VBD.get_userdevice(v) for v in x.VM.get_VBDs(vm)) == ["0", "1", "3", "xvdc"]
     # a halted VM's VBD can neither be plugged nor unplugged
     assert failure(x.VBD.plug, vbd) == ["VM_BAD_POWER_STATE", vm, "Running", "Halted"]
     assert failure(x.VBD.unplug, vbd) == ["VM_BAD_POWER_STATE", vm, "Running", "Halted"]
     assert failure(x.VBD.set_mode, auto, "RW") == ["VBD_CDS_MUST_BE_READONLY"]
     x.VBD.assert_attachable(vbd)
-    for v in (vbd, auto):
+    for v in x.VM.get_VBDs(vm):
         x.VBD.destroy(v)
     assert x.VM.get_VBDs(vm) == [] and x.VDI.get_VBDs(disk) == []
     x.VM.destroy(vm)
@@ -434,6 +440,12 @@ def test_vbds_follow_a_running_vm(xapi, lvm, running_vm):
     disk = x.VBD.get_VDI(disk_vbd)
     assert x.VBD.get_currently_attached(disk_vbd) is True
     assert x.VBD.get_device(disk_vbd) == "xvda"
+    assert sorted(x.VBD.get_allowed_operations(disk_vbd)) == \
+        ["attach", "pause", "unpause", "unplug", "unplug_force"]
+    # an HVM guest's CD drive takes media, it is not hot-plugged
+    assert sorted(x.VBD.get_allowed_operations(cd)) == ["attach", "insert", "pause", "unpause"]
+    assert failure(x.VBD.unplug, cd) == ["OPERATION_NOT_ALLOWED",
+                                         "HVM CDROMs cannot be hotplugged/unplugged, only inserted or ejected"]
     assert "destroy" not in x.VDI.get_allowed_operations(disk)
     before = snapshot_state(x, "VBD", "VDI", "SR")
     assert failure(x.VDI.destroy, disk) == ["VDI_IN_USE", disk, "destroy"]
@@ -444,9 +456,12 @@ def test_vbds_follow_a_running_vm(xapi, lvm, running_vm):
     # hot-plug a second disk, then take it away again
     extra = new_vdi(x, lvm, GiB, name="hotplug")
     vbd = new_vbd(x, vm, extra, "1")
-    assert x.VBD.get_allowed_operations(vbd) == ["plug"]
+    assert sorted(x.VBD.get_allowed_operations(vbd)) == ["attach", "pause", "plug", "unpause"]
     x.VBD.plug(vbd)
     assert x.VBD.get_currently_attached(vbd) is True and x.VBD.get_device(vbd) == "xvdb"
+    x.VBD.set_unpluggable(vbd, False)
+    assert failure(x.VBD.unplug_force, vbd) == ["VBD_NOT_UNPLUGGABLE", vbd]
+    x.VBD.set_unpluggable(vbd, True)
     x.VBD.unplug(vbd)
     assert x.VBD.get_currently_attached(vbd) is False
     assert failure(x.VBD.unplug, vbd) == ["DEVICE_ALREADY_DETACHED", vbd]

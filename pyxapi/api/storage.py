@@ -7,6 +7,7 @@ SR.physical_utilisation / virtual_allocation always say what the backend says.
 from __future__ import annotations
 
 import contextlib
+import re
 
 from ..backends.base import device_name
 from ..db.store import NULL, new_ref, new_uuid, now
@@ -126,23 +127,83 @@ def update_vdi_ops(store, vdi) -> None:
         store.update("VDI", vdi, {"allowed_operations": ops})
 
 
-def update_vbd_ops(store, vbd) -> None:
+_VBD_OPS = ("attach", "eject", "unplug", "unplug_force", "insert", "plug", "pause", "unpause")
+_PLUG_OPS = ("plug", "unplug", "unplug_force")
+
+
+def vbd_op_errors(store, vbd, *, sharing: bool = True) -> dict[str, tuple]:
+    """op → the error it would fail with, for every VBD operation that cannot run now
+    (xapi's policy table; the first reason found for an op wins).  ``sharing``: also check
+    the other VBDs of the disk (left out when only refreshing allowed_operations)."""
     row = store.get("VBD", vbd)
-    power = store.get("VM", row["VM"])["power_state"] if store.exists("VM", row["VM"]) else "Halted"
-    cd = row["type"] == "CD"
-    ops = []
-    if power == "Halted":
-        ops = ["attach"]
-    elif power in ("Running", "Paused"):
-        if row["currently_attached"]:
-            ops = ["unplug", "unplug_force"] if row["unpluggable"] else ["unplug_force"]
-        else:
-            ops = ["plug"]
-    if cd and power != "Suspended":
-        ops.append("insert" if row["empty"] else "eject")
+    errors: dict[str, tuple] = {}
+
+    def deny(ops, code, *params):
+        for op in ops:
+            errors.setdefault(op, (code, *params))
+
+    vm = row["VM"]
+    vm_row = store.get("VM", vm) if store.exists("VM", vm) else {}
+    power = vm_row.get("power_state", "Halted")
     if row["current_operations"]:
-        ops = []
-    if sorted(ops) != sorted(row["allowed_operations"]):
+        task, running = next(iter(row["current_operations"].items()))
+        deny([op for op in _VBD_OPS if op not in ("pause", "unpause")],
+             "OTHER_OPERATION_IN_PROGRESS", "VBD", vbd, running, task)
+    if not row["unpluggable"]:
+        deny(("unplug", "unplug_force"), "VBD_NOT_UNPLUGGABLE", vbd)
+    if row["type"] != "CD":
+        deny(("insert", "eject"), "VBD_NOT_REMOVABLE_MEDIA", vbd)
+    if row["empty"]:
+        deny(("eject",), "VBD_IS_EMPTY", vbd)
+    else:
+        deny(("insert",), "VBD_NOT_EMPTY", vbd)
+    if power == "Running":
+        if row["currently_attached"]:
+            deny(("plug",), "DEVICE_ALREADY_ATTACHED", vbd)
+        else:
+            deny(("unplug", "unplug_force"), "DEVICE_ALREADY_DETACHED", vbd)
+    else:
+        bad = _PLUG_OPS if power == "Paused" else _PLUG_OPS + ("pause", "unpause")
+        deny(bad, "VM_BAD_POWER_STATE", vm, "Running", power)
+    if power == "Running" and vm_row.get("domain_type") == "hvm" and row["type"] == "CD":
+        deny(_PLUG_OPS, "OPERATION_NOT_ALLOWED",
+             "HVM CDROMs cannot be hotplugged/unplugged, only inserted or ejected")
+    if row["type"] == "CD" and power == "Suspended":
+        deny(("insert", "eject"), "VM_BAD_POWER_STATE", vm, "Halted, Running", "Suspended")
+    vdi = row["VDI"]
+    if not row["empty"] and store.exists("VDI", vdi):
+        vdi_row = store.get("VDI", vdi)
+        if not vdi_row["managed"]:
+            deny(_VBD_OPS, "VDI_NOT_MANAGED", vbd)
+        busy = [(t, op) for t, op in vdi_row["current_operations"].items()
+                if op not in ("copy", "mirror")]
+        if busy:
+            deny(("attach", "plug", "insert"), "OTHER_OPERATION_IN_PROGRESS", "VDI", vdi,
+                 busy[0][1], busy[0][0])
+        if sharing and not row["currently_attached"]:
+            others = [store.get("VBD", b) for b in store.field("VDI", vdi, "VBDs") if b != vbd]
+            others = [o for o in others
+                      if (o["currently_attached"] or o["current_operations"])
+                      and store.get("VM", o["VM"])["power_state"] != "Suspended"]
+            need_write = row["mode"] == "RW"
+            if (not vdi_row["sharable"] and not vm_row.get("is_control_domain")
+                    and (any(o["mode"] == "RW" for o in others) or (need_write and others))):
+                deny(("attach", "insert", "plug"), "VDI_IN_USE", vdi)
+            if need_write and vdi_row["read_only"]:
+                deny(("attach", "insert", "plug"), "VDI_READONLY", vdi)
+    return errors
+
+
+def assert_vbd_op(store, vbd, op: str) -> None:
+    error = vbd_op_errors(store, vbd).get(op)
+    if error:
+        raise ApiError(*error)
+
+
+def update_vbd_ops(store, vbd) -> None:
+    errors = vbd_op_errors(store, vbd, sharing=False)
+    ops = [op for op in _VBD_OPS if op not in errors]
+    if sorted(ops) != sorted(store.get("VBD", vbd)["allowed_operations"]):
         store.update("VBD", vbd, {"allowed_operations": ops})
 
 
@@ -377,15 +438,31 @@ def _forget_vdi_row(ctx, vdi) -> None:
     store.destroy("VDI", vdi)
 
 
-def _userdevices(store, vm) -> set[str]:
-    return {store.get("VBD", b)["userdevice"] for b in store.field("VM", vm, "VBDs")}
+_DEVICE_NAME = re.compile(r"(?:xvd|hd|sd)([a-p])\d*\Z|fd([ab])\d*\Z")
+
+
+def device_number(userdevice: str) -> int | None:
+    """A VBD userdevice as xapi accepts it ("0", "xvdb", "hda", "sdc"…) → its disk number."""
+    if userdevice.isdigit():
+        return int(userdevice)
+    m = _DEVICE_NAME.match(userdevice)
+    return ord((m.group(1) or m.group(2))) - ord("a") if m else None
+
+
+def _backend_device(vbd_row) -> str:
+    """Backends name devices by number: "xvdb" → "1"."""
+    return str(device_number(vbd_row["userdevice"]))
+
+
+def _used_devices(store, vm) -> set[int]:
+    return {device_number(store.get("VBD", b)["userdevice"]) for b in store.field("VM", vm, "VBDs")}
 
 
 def allowed_vbd_devices(store, vm) -> list[str]:
     """Free userdevice numbers, lowest first (what get_allowed_VBD_devices answers)."""
-    used = _userdevices(store, vm)
+    used = _used_devices(store, vm)
     limit = 255 if store.get("VM", vm)["domain_type"] != "pv" else 16
-    return [str(i) for i in range(limit) if str(i) not in used]
+    return [str(i) for i in range(limit) if i not in used]
 
 
 def create_vbd(ctx, vm, vdi, userdevice, *, type="Disk", mode="RW", bootable=False,
@@ -410,15 +487,15 @@ def create_vbd(ctx, vm, vdi, userdevice, *, type="Disk", mode="RW", bootable=Fal
         raise ApiError("VDI_READONLY", vdi)
     if store.get("VM", vm)["power_state"] == "Suspended":
         raise ApiError("VM_BAD_POWER_STATE", vm, "Halted, Running", "Suspended")
-    free = allowed_vbd_devices(store, vm)
     if userdevice == "autodetect":
+        free = allowed_vbd_devices(store, vm)
         if not free:
             raise ApiError("INVALID_DEVICE", userdevice)
         userdevice = free[0]
-    elif not userdevice.isdigit() or int(userdevice) > 255:
+    number = device_number(userdevice)
+    if number is None or number > 255:
         raise ApiError("INVALID_DEVICE", userdevice)
-    userdevice = str(int(userdevice))
-    if userdevice in _userdevices(store, vm):
+    if number in _used_devices(store, vm):
         raise ApiError("DEVICE_ALREADY_EXISTS", userdevice)
     vbd = store.create("VBD", {
         "VM": vm, "VDI": NULL if empty else vdi, "userdevice": userdevice, "device": "",
@@ -435,7 +512,7 @@ def create_vbd(ctx, vm, vdi, userdevice, *, type="Disk", mode="RW", bootable=Fal
 def disk_spec(store, vbd) -> dict:
     """The backend's DiskSpec for a VBD (empty CD drive: no sr/location)."""
     row = store.get("VBD", vbd)
-    spec = {"device": row["userdevice"], "mode": row["mode"], "type": row["type"],
+    spec = {"device": _backend_device(row), "mode": row["mode"], "type": row["type"],
             "bootable": row["bootable"], "sr": None, "location": None}
     if not row["empty"] and store.exists("VDI", row["VDI"]):
         vdi = store.get("VDI", row["VDI"])
@@ -446,7 +523,7 @@ def disk_spec(store, vbd) -> dict:
 
 def disk_specs(store, vm) -> list[dict]:
     return [disk_spec(store, b) for b in sorted(store.field("VM", vm, "VBDs"),
-                                                 key=lambda b: int(store.get("VBD", b)["userdevice"]))]
+                                                 key=lambda b: device_number(store.get("VBD", b)["userdevice"]))]
 
 
 def set_vbds_attached(store, vm, attached: bool) -> None:
@@ -457,7 +534,7 @@ def set_vbds_attached(store, vm, attached: bool) -> None:
         changes = {}
         if attached is not None and row["currently_attached"] != attached:
             changes["currently_attached"] = attached
-        dev = device_name(row["userdevice"]) if attached else row["device"]
+        dev = device_name(_backend_device(row)) if attached else row["device"]
         if attached and row["device"] != dev:
             changes["device"] = dev
         if changes:
@@ -845,102 +922,74 @@ def vbd_destroy(ctx, vbd):
         update_vdi_ops(store, row["VDI"])
 
 
-def _assert_running(store, vm) -> dict:
-    vrow = store.get("VM", vm)
-    if vrow["power_state"] != "Running":
-        raise ApiError("VM_BAD_POWER_STATE", vm, "Running", vrow["power_state"])
-    return vrow
-
-
-def _assert_not_suspended(store, vm) -> None:
-    if store.get("VM", vm)["power_state"] == "Suspended":
-        raise ApiError("VM_BAD_POWER_STATE", vm, "Halted, Running", "Suspended")
-
-
-def _assert_disk_usable(store, vbd, row) -> None:
-    """What VBD.plug / assert_attachable check of the disk behind a VBD."""
+def _assert_disk_reachable(store, row) -> None:
+    """The disk behind a VBD must be there and its SR plugged."""
     if row["empty"]:
         return
-    vdi = row["VDI"]
-    if not store.exists("VDI", vdi):
-        raise ApiError("HANDLE_INVALID", "VDI", vdi)
-    vrow = store.get("VDI", vdi)
-    if vrow["missing"]:
-        raise ApiError("VDI_MISSING", vrow["SR"], vdi)
-    if not sr_attached(store, vrow["SR"]):
-        raise ApiError("SR_HAS_NO_PBDS", vrow["SR"])
-    if row["mode"] == "RW" and not vrow["sharable"]:
-        for other in store.field("VDI", vdi, "VBDs"):
-            orow = store.get("VBD", other)
-            if other != vbd and orow["currently_attached"] and orow["mode"] == "RW":
-                raise ApiError("VDI_IN_USE", vdi, "attach")
+    vdi = store.get("VDI", row["VDI"])
+    if vdi["missing"]:
+        raise ApiError("VDI_MISSING", vdi["SR"], row["VDI"])
+    if not sr_attached(store, vdi["SR"]):
+        raise ApiError("SR_HAS_NO_PBDS", vdi["SR"])
 
 
 @action("VBD.assert_attachable")
 def vbd_assert_attachable(ctx, vbd):
     store = ctx.store
-    row = store.get("VBD", vbd)
-    _assert_not_suspended(store, row["VM"])
-    _assert_disk_usable(store, vbd, row)
+    assert_vbd_op(store, vbd, "attach")
+    _assert_disk_reachable(store, store.get("VBD", vbd))
+
+
+def _vbd_changed(store, vbd, vdis) -> None:
+    update_vbd_ops(store, vbd)
+    for vdi in vdis:
+        if vdi != NULL and store.exists("VDI", vdi):
+            update_vdi_ops(store, vdi)
 
 
 @action("VBD.plug")
 async def vbd_plug(ctx, vbd):
     store = ctx.store
+    assert_vbd_op(store, vbd, "plug")
     row = store.get("VBD", vbd)
-    vrow = _assert_running(store, row["VM"])
-    if row["currently_attached"]:
-        raise ApiError("DEVICE_ALREADY_ATTACHED", vbd)
-    _assert_disk_usable(store, vbd, row)
+    vm = store.get("VM", row["VM"])
+    if vm["domain_type"] == "hvm" and row["type"] != "CD" and row["mode"] == "RO":
+        raise ApiError("DISK_VBD_MUST_BE_READWRITE_FOR_HVM", vbd)
+    _assert_disk_reachable(store, row)
     spec = disk_spec(store, vbd)
     vdis = [(spec["location"], row["VDI"])] if spec["location"] else []
-    with _names(row["VM"], vrow["uuid"], vdis):
-        device = await ctx.backend.domain_attach_disk(vrow["uuid"], spec)
+    with _names(row["VM"], vm["uuid"], vdis):
+        device = await ctx.backend.domain_attach_disk(vm["uuid"], spec)
     store.update("VBD", vbd, {"currently_attached": True, "device": device})
-    update_vbd_ops(store, vbd)
-    if row["VDI"] != NULL:
-        update_vdi_ops(store, row["VDI"])
+    _vbd_changed(store, vbd, [row["VDI"]])
 
 
-async def _unplug(ctx, vbd, force: bool):
+async def _unplug(ctx, vbd, op: str):
     store = ctx.store
+    assert_vbd_op(store, vbd, op)
     row = store.get("VBD", vbd)
-    vrow = _assert_running(store, row["VM"])
-    if not row["currently_attached"]:
-        raise ApiError("DEVICE_ALREADY_DETACHED", vbd)
-    if not force and not row["unpluggable"]:
-        raise ApiError("VBD_NOT_UNPLUGGABLE", vbd)
-    with _names(row["VM"], vrow["uuid"]):
-        await ctx.backend.domain_detach_disk(vrow["uuid"], row["userdevice"])
+    vm = store.get("VM", row["VM"])
+    with _names(row["VM"], vm["uuid"]):
+        await ctx.backend.domain_detach_disk(vm["uuid"], _backend_device(row))
     store.update("VBD", vbd, {"currently_attached": False})
-    update_vbd_ops(store, vbd)
-    if row["VDI"] != NULL and store.exists("VDI", row["VDI"]):
-        update_vdi_ops(store, row["VDI"])
+    _vbd_changed(store, vbd, [row["VDI"]])
 
 
 @action("VBD.unplug")
 async def vbd_unplug(ctx, vbd):
-    await _unplug(ctx, vbd, False)
+    await _unplug(ctx, vbd, "unplug")
 
 
 @action("VBD.unplug_force")
 async def vbd_unplug_force(ctx, vbd):
-    await _unplug(ctx, vbd, True)
-
-
-def _assert_cd(store, vbd, row) -> None:
-    _assert_not_suspended(store, row["VM"])
-    if row["type"] != "CD":
-        raise ApiError("VBD_NOT_REMOVABLE_MEDIA", vbd)
+    await _unplug(ctx, vbd, "unplug_force")
 
 
 @action("VBD.insert")
 async def vbd_insert(ctx, vbd, vdi):
     store = ctx.store
+    assert_vbd_op(store, vbd, "insert")
     row = store.get("VBD", vbd)
-    _assert_cd(store, vbd, row)
-    if not row["empty"]:
-        raise ApiError("VBD_NOT_EMPTY", vbd)
     vdi_row = store.get("VDI", vdi)
     if not vdi_row["managed"]:
         raise ApiError("VDI_NOT_MANAGED", vdi)
@@ -950,26 +999,22 @@ async def vbd_insert(ctx, vbd, vdi):
         vm_uuid = store.get("VM", row["VM"])["uuid"]
         sr_uuid = store.get("SR", vdi_row["SR"])["uuid"]
         with _names(vdi_row["SR"], sr_uuid, [(vdi_row["location"], vdi)]):
-            await ctx.backend.domain_insert_cd(vm_uuid, row["userdevice"], sr_uuid,
+            await ctx.backend.domain_insert_cd(vm_uuid, _backend_device(row), sr_uuid,
                                                vdi_row["location"])
     store.update("VBD", vbd, {"VDI": vdi, "empty": False})
-    update_vbd_ops(store, vbd)
-    update_vdi_ops(store, vdi)
+    _vbd_changed(store, vbd, [vdi])
 
 
 @action("VBD.eject")
 async def vbd_eject(ctx, vbd):
     store = ctx.store
+    assert_vbd_op(store, vbd, "eject")
     row = store.get("VBD", vbd)
-    _assert_cd(store, vbd, row)
-    if row["empty"]:
-        raise ApiError("VBD_IS_EMPTY", vbd)
     if row["currently_attached"]:
-        await ctx.backend.domain_eject_cd(store.get("VM", row["VM"])["uuid"], row["userdevice"])
+        await ctx.backend.domain_eject_cd(store.get("VM", row["VM"])["uuid"],
+                                          _backend_device(row))
     store.update("VBD", vbd, {"VDI": NULL, "empty": True})
-    update_vbd_ops(store, vbd)
-    if store.exists("VDI", row["VDI"]):
-        update_vdi_ops(store, row["VDI"])
+    _vbd_changed(store, vbd, [row["VDI"]])
 
 
 @action("VBD.set_mode")
