@@ -77,3 +77,26 @@ def test_guest_agent_report_arrives_later(tmp_path):
         await app.backend.close()
         app.close()
     asyncio.run(scenario())
+
+
+def test_a_cancel_arriving_after_the_backend_acted_is_too_late():
+    from pyxapi.api.vm import settle
+
+    async def scenario():
+        steps = []
+
+        async def record_the_result():
+            await asyncio.sleep(0.05)
+            steps.append("recorded")
+            return "done"
+
+        async def operation():
+            steps.append("backend acted")
+            return await settle(record_the_result())
+
+        job = asyncio.ensure_future(operation())
+        await asyncio.sleep(0.01)
+        job.cancel()
+        assert await job == "done" and not job.cancelled()
+        assert steps == ["backend acted", "recorded"]
+    asyncio.run(scenario())
