@@ -396,3 +396,17 @@ def test_tls_modern_only(srv):
                      {"maximum_version": ssl.TLSVersion.TLSv1_2, "ciphers": "AES128-GCM-SHA256:@SECLEVEL=0"}):
         with pytest.raises((ssl.SSLError, ConnectionError)):
             _handshake(srv, **settings)
+
+
+def test_sessions_and_their_rights_survive_a_restart(fresh_server):
+    srv = fresh_server(https=False, unix=False)
+    add_user(srv.state_dir, "grace", "read-only")
+    root, grace = login(srv, "root"), login(srv, "grace")
+    vm = root.ok("VM.get_all")[0]
+    srv.kill()
+    srv = fresh_server(https=False, unix=False)
+    root.proxy = grace.proxy = xmlrpc.client.ServerProxy(srv.http, allow_none=True)
+    assert root.ok("pool.get_all") and grace.ok("VM.get_record", vm)
+    assert grace("VM.set_name_label", vm, "x") == denial("VM.set_name_label")
+    assert root.ok("session.get_rbac_permissions", grace.ref) == \
+        root.ok("subject.get_permissions_name_label", root.ok("session.get_subject", grace.ref))
