@@ -268,7 +268,7 @@ def metrics_ref(store, vm: str) -> str:
     """The VM's VM_metrics, made if missing (VMs created outside VM.create have none)."""
     ref = store.get("VM", vm)["metrics"]
     if not store.exists("VM_metrics", ref):
-        ref = store.create("VM_metrics", {"VCPUs_utilisation": {"0": 0.0}, "state": [],
+        ref = store.create("VM_metrics", {"state": [],
                                           "last_updated": now()})
         store.update("VM", vm, {"metrics": ref})
     return ref
@@ -281,7 +281,6 @@ async def refresh_metrics(ctx, vm: str) -> None:
     store.update("VM_metrics", metrics_ref(store, vm), {
         "memory_actual": m["memory_actual"],
         "VCPUs_number": m["vcpus_number"],
-        "VCPUs_utilisation": {str(k): float(v) for k, v in m.get("vcpus_utilisation", {}).items()},
         "VCPUs_CPU": {str(k): int(v) for k, v in m.get("vcpus_cpu", {}).items()},
         "VCPUs_params": dict(m.get("vcpus_params", {})),
         "VCPUs_flags": {str(k): list(v) for k, v in m.get("vcpus_flags", {}).items()},

@@ -133,6 +133,9 @@ class Store:
 
     def update(self, cls: str, ref: str, changes: dict) -> None:
         row = self.get(cls, ref)
+        unknown = [k for k in changes if k not in row]
+        if unknown:  # a field the model does not have (or a derived set): a bug in the caller
+            raise ValueError(f"{cls} has no stored field {', '.join(unknown)}")
         if journal.get() is not None:
             self._note(cls, ref, {k: row[k] for k in changes if k in row})
         links = self.model.classes[cls].links
