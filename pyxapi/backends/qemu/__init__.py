@@ -1002,8 +1002,7 @@ class QemuBackend(Backend):
         sr.destroy(location)
         await report(progress, 1.0)
 
-    async def _duplicate(self, sr_uuid: str, location: str, op: str,
-                         progress: Progress) -> VdiInfo:
+    async def _duplicate(self, sr_uuid: str, location: str, progress: Progress) -> VdiInfo:
         """Clone/snapshot: the disk's content moves into a hidden read-only base, and both the
         disk and the new one become empty qcow2 overlays on it.  A disk in use by a running VM
         switches to its new overlay live (blockdev-add + blockdev-snapshot)."""
@@ -1052,11 +1051,11 @@ class QemuBackend(Backend):
 
     async def vdi_clone(self, sr_uuid: str, location: str, *,
                         progress: Progress = None) -> VdiInfo:
-        return await self._duplicate(sr_uuid, location, "clone", progress)
+        return await self._duplicate(sr_uuid, location, progress)
 
     async def vdi_snapshot(self, sr_uuid: str, location: str, *,
                            progress: Progress = None) -> VdiInfo:
-        return await self._duplicate(sr_uuid, location, "snapshot", progress)
+        return await self._duplicate(sr_uuid, location, progress)
 
     async def vdi_copy(self, src_sr_uuid: str, location: str, dst_sr_uuid: str, *,
                        dst_location: str | None = None, progress: Progress = None) -> VdiInfo:
