@@ -386,6 +386,7 @@ def test_tls_fingerprint_in_banner_matches_served_certificate(srv):
     assert f"TLS certificate SHA-256 fingerprint: {shown}\n" in srv.banner
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # naming TLS 1.0/1.1 to try them
 def test_tls_modern_only(srv):
     version, cipher, _ = _handshake(srv)
     assert version == "TLSv1.3"
