@@ -726,3 +726,16 @@ def test_shutdown_gives_the_guest_its_shutdown_delay_then_pulls_the_plug(fresh_s
     assert time.monotonic() - t < 10
     rec = x.VM.get_record(vm)
     assert (rec["power_state"], rec["current_operations"]) == ("Halted", {})
+
+
+def test_absurd_vcpus_max_is_refused_and_persistence_keeps_working(xapi):
+    vm = xapi.VM.create({"name_label": "many-vcpus", "VCPUs_max": "1", "VCPUs_at_startup": "1"})
+    try:
+        with pytest.raises(XenAPI.Failure) as e:
+            xapi.VM.set_VCPUs_max(vm, str(2**62))
+        assert e.value.details == ["INVALID_VALUE", "VCPUs_max", str(2**62)]
+        assert xapi.VM.get_VCPUs_max(vm) == "1"
+        xapi.VM.set_name_label(vm, "still-writable")  # later writes still persist
+        assert xapi.VM.get_name_label(vm) == "still-writable"
+    finally:
+        xapi.VM.destroy(vm)

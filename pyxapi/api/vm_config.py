@@ -29,6 +29,9 @@ def _assert_memory_order(row: dict, smin: int, dmin: int, dmax: int, smax: int) 
         raise ApiError("MEMORY_CONSTRAINT_VIOLATION_ORDER")
 
 
+MAX_VCPUS = 4096  # the largest VCPU count a Xen domain can have
+
+
 def _overhead(ctx, row: dict, **changes) -> dict:
     if ctx.backend is None:
         return {}
@@ -138,6 +141,8 @@ async def set_VCPUs_max(ctx, vm, value):
         row = ctx.store.get("VM", vm)
         if value < 1 or value < row["VCPUs_at_startup"]:
             raise ApiError("INVALID_VALUE", _VCPUS_RULE, value)
+        if value > MAX_VCPUS:  # beyond any Xen domain; also keeps derived sizes within int64
+            raise ApiError("INVALID_VALUE", "VCPUs_max", value)
         ctx.store.update("VM", vm, {"VCPUs_max": value, **_overhead(ctx, row, VCPUs_max=value)})
         if row["is_control_domain"] and row["power_state"] == "Running":
             ctx.store.update("VM", vm, {"requires_reboot": True})
