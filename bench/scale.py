@@ -53,6 +53,7 @@ def run_size(workdir: pathlib.Path, n: int) -> dict:
         records = reply.count(b"<member><name>OpaqueRef:")
         if records != count:
             raise RuntimeError(f"get_all_records gave {records} records, expected {count}")
+        result["rss_after_get_all_records_kb"] = srv.status()["VmRSS"]
         result["get_all_records_jsonrpc"], reply = _timed(
             client, json_body("VM.get_all_records", [session]), "/jsonrpc", "application/json")
         if b'"result"' not in reply[:100] and b'"result"' not in reply[-200:]:

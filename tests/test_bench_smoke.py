@@ -17,7 +17,8 @@ THROUGHPUT = ("floor_xmlrpc", "stdlib_xmlrpc", "stdlib_keepalive_xmlrpc", "pyxap
               "pyxapi_jsonrpc", "pyxapi_unix_xmlrpc", "loadgen_floor_tcp", "loadgen_pyxapi_tcp")
 RATIOS = ("pyxapi_vs_floor", "pyxapi_vs_stdlib", "pyxapi_vs_stdlib_keepalive", "jsonrpc_vs_floor",
           "unix_vs_floor", "loadgen_headroom")
-SCALE = ("first_start_s", "restart_s", "rss_after_start_kb", "rss_after_calls_kb", "rss_peak_kb",
+SCALE = ("first_start_s", "restart_s", "rss_after_start_kb", "rss_after_get_all_records_kb",
+         "rss_after_calls_kb", "rss_peak_kb",
          "vms_in_store", "get_all_records_xmlrpc", "get_all_records_jsonrpc", "event_from_all")
 WRITES = ("rps", "p50_us", "p99_us", "errors", "probes", "durability_violations",
           "rows_differing_from_disk", "vms_written")
