@@ -31,12 +31,17 @@ _DISK_SR_CAPS = _SR_COMMON + _SR_DISK_OPS
 # operations that need the SR attached (a plugged PBD)
 _NEEDS_ATTACHED = {"scan", "update", "unplug"} | {op for op in _SR_DISK_OPS if op != "vdi_introduce"}
 
+# the SR capability each VDI operation needs (the others need none)
 _VDI_OPS_OF_SR = {"clone": "vdi_clone", "snapshot": "vdi_snapshot", "copy": "vdi_copy",
                   "resize": "vdi_resize", "destroy": "vdi_destroy", "update": "vdi_update",
                   "mirror": "vdi_mirror", "set_on_boot": "vdi_set_on_boot",
                   "resize_online": "vdi_resize_online"}
-_VDI_OPS = ["clone", "copy", "snapshot", "resize", "destroy", "forget", "update",
-            "generate_config", "mirror", "set_on_boot"]
+# the operations allowed_operations lists (xapi's, without the newest ones)
+_VDI_OPS = ("clone", "copy", "resize", "resize_online", "snapshot", "mirror", "destroy",
+            "forget", "update", "force_unlock", "generate_config")
+# what may run while the disk is attached to a running VM (copy: only read-only attached)
+_VDI_LIVE_OPS = ("snapshot", "resize_online", "blocked", "clone", "mirror", "enable_cbt",
+                 "disable_cbt")
 # VDI types a VBD may point at (others are internal to the host)
 VBD_VDI_TYPES = ("system", "user", "ephemeral", "suspend", "crashdump", "metadata", "rrd",
                  "pvs_cache")
@@ -108,22 +113,51 @@ def update_sr_ops(store, sr) -> None:
         store.update("SR", sr, {"allowed_operations": ops})
 
 
-def update_vdi_ops(store, vdi) -> None:
+def vdi_op_error(store, vdi, op: str) -> tuple | None:
+    """The error ``op`` on the VDI would fail with now, or None (xapi's policy, in its order:
+    busy, in use, SR capability, then what the operation itself forbids)."""
     row = store.get("VDI", vdi)
     sr = row["SR"]
     if not store.exists("SR", sr):
-        ops = ["forget"]
-    else:
-        caps = sr_caps(store, sr)
-        ops = [op for op in _VDI_OPS if _VDI_OPS_OF_SR.get(op, op) in caps
-               or op in ("forget", "generate_config")]
-        if store.get("SR", sr)["type"] in DEVICE_SR_TYPES:
-            ops = ["forget"]
-        if _vdi_in_use(store, vdi):
-            ops = [op for op in ops if op not in ("destroy", "resize", "forget")]
-        if row["current_operations"]:
-            ops = []
-    if sorted(ops) != sorted(row["allowed_operations"]):
+        return None if op == "forget" else ("HANDLE_INVALID", "SR", sr)
+    if row["missing"] and op != "forget":
+        return ("VDI_MISSING", sr, vdi)
+    busy = [(t, o) for t, o in row["current_operations"].items() if o != "copy"]
+    if busy:
+        return ("OTHER_OPERATION_IN_PROGRESS", "VDI", vdi, busy[0][1], busy[0][0])
+    if op == "resize" and not sr_attached(store, sr):
+        return ("SR_HAS_NO_PBDS", sr)
+    active = [store.get("VBD", b) for b in _vdi_in_use(store, vdi)]
+    if op not in _VDI_LIVE_OPS:
+        if active if op != "copy" else any(b["mode"] == "RW" for b in active):
+            return ("VDI_IN_USE", vdi, op)
+    for b in store.field("VDI", vdi, "VBDs"):   # a VBD being plugged/unplugged serialises
+        for task, running in store.get("VBD", b)["current_operations"].items():
+            return ("OTHER_OPERATION_IN_PROGRESS", "VBD", b, running, task)
+    sr_row = store.get("SR", sr)
+    if op == "destroy" and sr_row["type"] in DEVICE_SR_TYPES:
+        return ("VDI_IS_A_PHYSICAL_DEVICE", vdi)
+    if op in _VDI_OPS_OF_SR and _VDI_OPS_OF_SR[op] not in sr_caps(store, sr):
+        return ("SR_OPERATION_NOT_SUPPORTED", sr)
+    if op in _VDI_OPS_OF_SR and not row["managed"]:
+        return ("VDI_NOT_MANAGED", vdi)
+    if op == "destroy" and sr_row["is_tools_sr"]:
+        return ("SR_OPERATION_NOT_SUPPORTED", sr)
+    if op in ("destroy", "forget") and row["type"] == "rrd":
+        return ("VDI_HAS_RRDS", vdi)
+    if op == "snapshot" and row["sharable"]:
+        return ("VDI_IS_SHARABLE", vdi)
+    if op == "snapshot" and row["on_boot"] == "reset":
+        return ("VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION",)
+    if op == "copy" and row["type"] in ("ha_statefile", "redo_log"):
+        return ("OPERATION_NOT_ALLOWED", "VDI containing HA statefile or redo log cannot be "
+                                         "copied (check the VDI's allowed operations).")
+    return None
+
+
+def update_vdi_ops(store, vdi) -> None:
+    ops = [op for op in _VDI_OPS if vdi_op_error(store, vdi, op) is None]
+    if sorted(ops) != sorted(store.get("VDI", vdi)["allowed_operations"]):
         store.update("VDI", vdi, {"allowed_operations": ops})
 
 
@@ -294,25 +328,13 @@ def _new_vdi_row(ctx, sr, info: dict, name_label: str, **fields) -> str:
 
 
 def _assert_vdi_op(store, vdi, op: str) -> dict:
-    """The checks xapi makes before any disk operation (VDI_MISSING, physical devices,
-    SR capability, in use)."""
+    """Refuse ``op`` as xapi would (see vdi_op_error); an SR needing a plugged PBD says so."""
+    error = vdi_op_error(store, vdi, op)
+    if error:
+        raise ApiError(*error)
     row = store.get("VDI", vdi)
-    sr = row["SR"]
-    if not store.exists("SR", sr):
-        raise ApiError("HANDLE_INVALID", "SR", sr)
-    if row["missing"]:
-        raise ApiError("VDI_MISSING", sr, vdi)
-    if store.get("SR", sr)["type"] in DEVICE_SR_TYPES and op != "forget":
-        raise ApiError("VDI_IS_A_PHYSICAL_DEVICE", vdi)
-    if not row["managed"] and op != "forget":
-        raise ApiError("VDI_NOT_MANAGED", vdi)
-    if op != "forget":
-        _assert_sr_op(store, sr, _VDI_OPS_OF_SR.get(op, "vdi_" + op))
-    if op in ("destroy", "resize", "forget") and _vdi_in_use(store, vdi):
-        raise ApiError("VDI_IN_USE", vdi, op)
-    if row["current_operations"]:
-        task, running = next(iter(row["current_operations"].items()))
-        raise ApiError("OTHER_OPERATION_IN_PROGRESS", "VDI", vdi, running, task)
+    if op in _VDI_OPS_OF_SR and not sr_attached(store, row["SR"]):
+        raise ApiError("SR_HAS_NO_PBDS", row["SR"])
     return row
 
 
