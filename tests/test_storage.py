@@ -317,6 +317,22 @@ def test_forget_scan_and_introduce(xapi, lvm):
     assert x.SR.get_VDIs(lvm) == [back]
 
 
+def test_vdi_policy_rules(xapi, lvm):
+    x = xapi
+    shared = new_vdi(x, lvm, GiB, sharable=True)
+    assert failure(x.VDI.snapshot, shared, {}) == ["VDI_IS_SHARABLE", shared]
+    assert "snapshot" not in x.VDI.get_allowed_operations(shared)
+    tools = x.SR.get_by_name_label("XCP-ng Tools")[0]
+    [iso] = x.SR.get_VDIs(tools)
+    assert failure(x.VDI.destroy, iso) == ["SR_OPERATION_NOT_SUPPORTED", tools]
+    assert sorted(x.VDI.get_allowed_operations(iso)) == \
+        ["copy", "force_unlock", "forget", "generate_config", "update"]
+    disk = new_vdi(x, lvm, GiB)
+    assert sorted(x.VDI.get_allowed_operations(disk)) == sorted(
+        ["clone", "copy", "resize", "snapshot", "mirror", "destroy", "forget", "update",
+         "force_unlock", "generate_config"])
+
+
 def test_vdi_setters(xapi, lvm):
     x = xapi
     vdi = new_vdi(x, lvm, GiB)
@@ -452,7 +468,16 @@ def test_vbds_follow_a_running_vm(xapi, lvm, running_vm):
     assert failure(x.VBD.destroy, disk_vbd)[0] == "OPERATION_NOT_ALLOWED"
     assert failure(x.VBD.plug, disk_vbd) == ["DEVICE_ALREADY_ATTACHED", disk_vbd]
     assert failure(x.PBD.unplug, x.SR.get_PBDs(lvm)[0]) == ["VDI_IN_USE", disk]
+    assert failure(x.VDI.forget, disk) == ["VDI_IN_USE", disk, "forget"]
+    assert failure(x.VDI.resize, disk, str(2 * GiB)) == ["VDI_IN_USE", disk, "resize"]
+    assert failure(x.VDI.copy, disk, lvm, NULL, NULL) == ["VDI_IN_USE", disk, "copy"]
     assert snapshot_state(x, "VBD", "VDI", "SR") == before
+    # a disk in use can still be snapshotted (that is how a running VM is snapshotted)
+    assert sorted(x.VDI.get_allowed_operations(disk)) == \
+        ["clone", "mirror", "snapshot"]
+    snap = x.VDI.snapshot(disk, {})
+    assert x.VDI.get_snapshot_of(snap) == disk
+    x.VDI.destroy(snap)
     # hot-plug a second disk, then take it away again
     extra = new_vdi(x, lvm, GiB, name="hotplug")
     vbd = new_vbd(x, vm, extra, "1")
