@@ -63,11 +63,11 @@ def make_vm(x, kernel):
     return vm, vdi
 
 
-def wait_state(x, vm, state, timeout=60.0):
+def wait_state(x, vm, state, con, timeout=60.0):
     deadline = time.monotonic() + timeout
     while x.VM.get_power_state(vm) != state:
         assert time.monotonic() < deadline, f"VM not {state}: {x.VM.get_power_state(vm)}"
-        time.sleep(0.1)
+        con.drain(0.1)
 
 
 def test_real_guest_through_the_api(fresh_server, cleanup, kernel):
@@ -153,8 +153,8 @@ def test_real_guest_through_the_api(fresh_server, cleanup, kernel):
         con = G.Console(vm_dir / "serial.sock")
         try:
             assert con.run("dd if=/dev/vda bs=23 count=1 2>/dev/null") == "written-through-the-api"
-            con.sock.sendall(b"poweroff\n")
-            wait_state(x, vm, "Halted")
+            con.send("poweroff")
+            wait_state(x, vm, "Halted", con)
         finally:
             con.close()
     finally:

@@ -96,6 +96,16 @@ def timing(name, seconds):
     print(f"\n[qemu timing] {name}: {seconds:.2f} s")
 
 
+def wait_gone(backend, loop, vm, con=None, timeout=60.0):
+    """Wait until the backend no longer lists ``vm`` (reading its console meanwhile)."""
+    deadline = time.monotonic() + timeout
+    while vm in loop.run_until_complete(backend.domain_list()):
+        assert time.monotonic() < deadline, backend.serial_log(vm).read_bytes()[-1500:]
+        if con is not None:
+            con.drain(0.05)
+        loop.run_until_complete(asyncio.sleep(0.05))
+
+
 # ------------------------------------------------------------------------------------ storage
 
 def test_file_and_iso_storage(loop, backend, sr, tmp_path):
@@ -342,11 +352,8 @@ def test_clone_boots_on_its_own_disk(loop, backend, sr, kernel):
         snap = run(backend.vdi_snapshot(sr, clone["location"]))
         con.run("echo after-the-snapshot!! | dd of=/dev/vda conv=fsync 2>/dev/null")
         # the guest reboots by itself: its QEMU goes and the backend reports it
-        con.sock.sendall(b"reboot\n")
-        deadline = time.monotonic() + 60
-        while vm in run(backend.domain_list()):
-            assert time.monotonic() < deadline, backend.serial_log(vm).read_bytes()[-1500:]
-            run(asyncio.sleep(0.1))
+        con.send("reboot")
+        wait_gone(backend, loop, vm, con)
     finally:
         con.close()
     assert backend.events == [{"kind": "stopped", "vm_uuid": vm, "domid": backend.events[0]["domid"],
@@ -435,46 +442,55 @@ def test_nic_on_a_host_bridge(loop, backend):
         subprocess.run(["ip", "link", "del", bridge], check=False)
 
 
+
+
 def test_new_backend_takes_running_qemus_over(loop, state, kernel):
     run = loop.run_until_complete
     first = new_backend(loop, state)
-    vm, idle = str(uuid.uuid4()), str(uuid.uuid4())
+    vm, idle, other = (str(uuid.uuid4()) for _ in range(3))
     domid = run(first.domain_start(vm, spec(kernel)))
-    run(first.domain_start(idle, spec(memory=64 * MiB), paused=True))
+    idle_domid = run(first.domain_start(idle, spec(memory=64 * MiB), paused=True))
+    run(first.domain_start(other, spec(memory=64 * MiB)))
     G.wait_for(first.serial_log(vm))
-    pid = int((first.root / vm / "pid").read_text())
     run(first.close())                                 # the server goes; QEMUs stay
 
     second = new_backend(loop, state)
     try:
         listed = run(second.domain_list())
         assert listed[vm] == {"domid": domid, "power_state": "Running"}
-        assert listed[idle]["power_state"] == "Paused"
+        assert listed[idle] == {"domid": idle_domid, "power_state": "Paused"}
+        assert listed[other]["power_state"] == "Running"
         con = G.Console(second.serial_socket(vm))
-        assert con.run("echo still-here") == "still-here"
-        con.close()
-        run(second.domain_pause(vm))
-        run(second.domain_unpause(vm))
-
-        # a QEMU killed under a running server: reported stopped, and gone from the list
-        os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 20
-        while vm in run(second.domain_list()):
-            assert time.monotonic() < deadline
-            run(asyncio.sleep(0.05))
+        try:
+            assert con.run("echo still-here") == "still-here"
+            run(second.domain_pause(vm))
+            run(second.domain_unpause(vm))
+            assert con.run("echo and-driven") == "and-driven"
+            # the guest kernel panics (pvpanic): reported as a crash
+            con.send("echo c > /proc/sysrq-trigger")
+            wait_gone(second, loop, vm, con)
+        finally:
+            con.close()
         assert second.events == [{"kind": "stopped", "vm_uuid": vm, "domid": domid,
+                                  "reason": "crash"}]
+        second.events.clear()
+
+        # a QEMU killed under a running server: reported stopped (halted), gone from the list
+        os.kill(int((state / "qemu" / idle / "pid").read_text()), signal.SIGKILL)
+        wait_gone(second, loop, idle)
+        assert second.events == [{"kind": "stopped", "vm_uuid": idle, "domid": idle_domid,
                                   "reason": "halt"}]
     finally:
         run(second.close())
 
     # a QEMU that died while no server ran is simply not there any more (Halted)
-    idle_pid = int((state / "qemu" / idle / "pid").read_text())
-    os.kill(idle_pid, signal.SIGKILL)
+    os.kill(int((state / "qemu" / other / "pid").read_text()), signal.SIGKILL)
     time.sleep(0.2)
     third = new_backend(loop, state)
     try:
-        assert idle not in run(third.domain_list())
-        assert not (state / "qemu" / idle / "machine.json").exists()
+        assert other not in run(third.domain_list())
+        assert not (state / "qemu" / other / "machine.json").exists()
+        assert third.events == []
     finally:
         run(third.close())
 

@@ -83,6 +83,23 @@ class Console:
         text = text[text.index(begin) + len(begin):text.index(end)]
         return text.replace("\r", "").strip()
 
+    def send(self, cmd: str) -> None:
+        """Type a command whose output nobody waits for (poweroff, reboot, a panic)."""
+        self.sock.sendall(cmd.encode() + b"\n")
+
+    def drain(self, seconds: float) -> None:
+        """Read and drop output for a while: a client that stops reading stalls the guest's
+        serial port, and one that hangs up at once may lose what it just typed."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                if not self.sock.recv(65536):
+                    return
+            except socket.timeout:
+                pass
+            except OSError:
+                return
+
     def close(self) -> None:
         self.sock.close()
 

@@ -13,7 +13,7 @@ set -euo pipefail
 cache=${1:-${PYXAPI_GUEST_CACHE:-$HOME/.cache/pyxapi-guest}}
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
-version=5   # bump when what is built changes
+version=$(sha256sum "$0" | cut -c1-16)   # any change to this script rebuilds
 if [ -s "$cache/vmlinux" ] && [ -s "$cache/initrd.gz" ] && [ "$(cat "$cache/version" 2>/dev/null)" = "$version" ]; then
     echo "$cache"
     exit 0
@@ -48,7 +48,7 @@ ln -s ../bin/busybox "$root/sbin/init"
 # Modules in load order (no modules.dep ships in the initramfs).  Some may be built in.
 : > "$root/etc/modules"
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk \
-         failover net_failover virtio_net virtio_balloon button evdev; do
+         failover net_failover virtio_net virtio_balloon button evdev pvpanic pvpanic-mmio; do
     f=$(find kx/lib/modules -name "$m.ko*" | head -n1)
     [ -n "$f" ] || continue
     case "$f" in

@@ -162,7 +162,8 @@ def command_line(vm_uuid: str, spec: dict, accel: str, disks: dict, *, domid: in
                         f"logfile=serial.log,logappend={'on' if log_append else 'off'}",
             "-serial", "chardev:serial0",
             "-vnc", "unix:vnc.sock",
-            "-device", "virtio-balloon-pci,id=balloon0"]
+            "-device", "virtio-balloon-pci,id=balloon0",
+            "-device", "pvpanic"]                  # a guest kernel panic → GUEST_PANICKED
     if spec.get("firmware") == "uefi":
         ovmf = next((p for p in OVMF if os.path.exists(p)), None)
         if ovmf is None:
