@@ -371,14 +371,14 @@ async def _duplicate(ctx, vdi, op: str, **fields) -> str:
         info = await call(sr_uuid, row["location"], progress=ctx.progress)
     name_label = fields.pop("name_label", None) or row["name_label"]
     keep = {k: row[k] for k in ("name_description", "type", "sharable", "other_config",
-                                "xenstore_data", "tags", "on_boot", "allow_caching")}
+                                "xenstore_data", "on_boot", "allow_caching")}
     keep.update(fields)
     keep["read_only"] = row["read_only"] if op == "clone" else info["read_only"]
     keep["sm_config"] = {**{k: v for k, v in row["sm_config"].items() if k != "vhd-parent"},
                          **info.get("sm_config", {})}
     new = _new_vdi_row(ctx, sr, info, name_label, **keep)
     await _refresh_vdi(ctx, vdi)          # on thin SRs its data moved to the new parent
-    await _refresh_chain(ctx, sr, None)
+    await refresh_sr(ctx, sr)
     return new
 
 
@@ -424,16 +424,17 @@ async def copy_vdi(ctx, vdi, sr, *, into=NULL) -> str:
                                    "physical_utilisation": info["physical_utilisation"]})
         await refresh_sr(ctx, sr)
         return into
-    new = _new_vdi_row(ctx, sr, info, row["name_label"],
+    new = _new_vdi_row(ctx, sr, info, row["name_label"], read_only=False,
                        **{k: row[k] for k in ("name_description", "type", "sharable",
-                                              "other_config", "xenstore_data", "tags")})
+                                              "other_config", "xenstore_data", "tags",
+                                              "on_boot", "allow_caching")})
     await refresh_sr(ctx, sr)
     return new
 
 
 async def destroy_vdi(ctx, vdi) -> None:
     """Erase the disk and its VDI row (VDI_IN_USE while a running VM uses it).  Its VBDs
-    on halted VMs are destroyed with it, as xapi does."""
+    are destroyed with it, as xapi does."""
     store = ctx.store
     row = _assert_vdi_op(store, vdi, "destroy")
     sr = row["SR"]
@@ -442,22 +443,18 @@ async def destroy_vdi(ctx, vdi) -> None:
         with _busy(ctx, ("VDI", vdi, "destroy"), ("SR", sr, "vdi_destroy")), \
                 _names(sr, sr_uuid, [(row["location"], vdi)]):
             await ctx.backend.vdi_destroy(sr_uuid, row["location"], progress=ctx.progress)
+    vbds = store.field("VDI", vdi, "VBDs")
     _forget_vdi_row(ctx, vdi)
+    for vbd in vbds:                                  # not left for a garbage collector
+        store.destroy("VBD", vbd)
+    for vm in store.find("VM", suspend_VDI=vdi):
+        store.update("VM", vm, {"suspend_VDI": NULL})
     await _refresh_chain(ctx, sr, row["sm_config"].get("vhd-parent"))
 
 
 def _forget_vdi_row(ctx, vdi) -> None:
-    store = ctx.store
-    for vbd in store.field("VDI", vdi, "VBDs"):
-        vm = store.get("VBD", vbd)["VM"]
-        if store.get("VBD", vbd)["type"] == "CD" and store.exists("VM", vm):
-            store.update("VBD", vbd, {"VDI": NULL, "empty": True})  # the drive stays
-            update_vbd_ops(store, vbd)
-        else:
-            store.destroy("VBD", vbd)
-    for snap in store.field("VDI", vdi, "snapshots"):
-        store.update("VDI", snap, {"snapshot_of": NULL})
-    store.destroy("VDI", vdi)
+    """The record goes; as in xapi, refs to it elsewhere (VBDs, snapshot_of) are left dangling."""
+    ctx.store.destroy("VDI", vdi)
 
 
 _DEVICE_NAME = re.compile(r"(?:xvd|hd|sd)([a-p])\d*\Z|fd([ab])\d*\Z")
