@@ -114,6 +114,12 @@ def _set_remove(cls, field):
     return remove
 
 
+def set_allowed_operations(store, cls: str, ref: str, ops: list[str]) -> None:
+    """Write an object's allowed_operations when they changed (a write is an event)."""
+    if sorted(ops) != sorted(store.get(cls, ref)["allowed_operations"]):
+        store.update(cls, ref, {"allowed_operations": ops})
+
+
 def check_record(ctx, cls: str, given: dict, *, ignore: tuple = ()) -> dict:
     """Check a `<class> record` argument field by field, the way `create` takes it.
 

@@ -9,7 +9,7 @@ import re
 
 from ..db.store import NULL, now
 from ..errors import ApiError
-from .generic import check_record
+from .generic import check_record, set_allowed_operations
 from .registry import action
 
 _MAC_RE = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}\Z")
@@ -85,9 +85,7 @@ def assert_vif_op(store, vif, op: str) -> None:
 
 def update_vif_ops(store, vif) -> None:
     errors = vif_op_errors(store, vif)
-    ops = [op for op in _VIF_OPS if op not in errors]
-    if sorted(ops) != sorted(store.get("VIF", vif)["allowed_operations"]):
-        store.update("VIF", vif, {"allowed_operations": ops})
+    set_allowed_operations(store, "VIF", vif, [op for op in _VIF_OPS if op not in errors])
 
 
 def create_vif(ctx, vm, network, device, mac="", *, other_config=None, locking_mode="network_default",
@@ -303,24 +301,22 @@ def _assert_ips(values, name, version):
 
 @action("VIF.configure_ipv4")
 def vif_configure_ipv4(ctx, vif, mode, address, gateway):
-    if mode == "Static":
-        _assert_cidrs([address], "address", 4)
-        if gateway:
-            _assert_ips([gateway], "gateway", 4)
-    ctx.store.update("VIF", vif, {"ipv4_configuration_mode": mode,
-                                  "ipv4_addresses": [address] if address else [],
-                                  "ipv4_gateway": gateway})
+    _configure_vif_ip(ctx, vif, 4, mode, address, gateway)
 
 
 @action("VIF.configure_ipv6")
 def vif_configure_ipv6(ctx, vif, mode, address, gateway):
+    _configure_vif_ip(ctx, vif, 6, mode, address, gateway)
+
+
+def _configure_vif_ip(ctx, vif, version: int, mode, address, gateway) -> None:
     if mode == "Static":
-        _assert_cidrs([address], "address", 6)
+        _assert_cidrs([address], "address", version)
         if gateway:
-            _assert_ips([gateway], "gateway", 6)
-    ctx.store.update("VIF", vif, {"ipv6_configuration_mode": mode,
-                                  "ipv6_addresses": [address] if address else [],
-                                  "ipv6_gateway": gateway})
+            _assert_ips([gateway], "gateway", version)
+    ctx.store.update("VIF", vif, {f"ipv{version}_configuration_mode": mode,
+                                  f"ipv{version}_addresses": [address] if address else [],
+                                  f"ipv{version}_gateway": gateway})
 
 
 def _allowed_ips(op, version):

@@ -12,7 +12,7 @@ import re
 from ..backends.base import device_name
 from ..db.store import NULL, new_ref, new_uuid, now
 from ..errors import ApiError
-from .generic import check_record
+from .generic import check_record, set_allowed_operations
 from .registry import action
 
 # SR types served by the API alone (host devices: no backend storage, no disks made here).
@@ -109,8 +109,7 @@ def update_sr_ops(store, sr) -> None:
         ops = [op for op in ops if op not in ("plug", "destroy", "forget")]
     elif not store.field("SR", sr, "PBDs"):
         ops = [op for op in ops if op != "plug"]
-    if sorted(ops) != sorted(row["allowed_operations"]):
-        store.update("SR", sr, {"allowed_operations": ops})
+    set_allowed_operations(store, "SR", sr, ops)
 
 
 def vdi_op_error(store, vdi, op: str) -> tuple | None:
@@ -156,9 +155,8 @@ def vdi_op_error(store, vdi, op: str) -> tuple | None:
 
 
 def update_vdi_ops(store, vdi) -> None:
-    ops = [op for op in _VDI_OPS if vdi_op_error(store, vdi, op) is None]
-    if sorted(ops) != sorted(store.get("VDI", vdi)["allowed_operations"]):
-        store.update("VDI", vdi, {"allowed_operations": ops})
+    set_allowed_operations(store, "VDI", vdi,
+                           [op for op in _VDI_OPS if vdi_op_error(store, vdi, op) is None])
 
 
 _VBD_OPS = ("attach", "eject", "unplug", "unplug_force", "insert", "plug", "pause", "unpause")
@@ -236,9 +234,7 @@ def assert_vbd_op(store, vbd, op: str) -> None:
 
 def update_vbd_ops(store, vbd) -> None:
     errors = vbd_op_errors(store, vbd, sharing=False)
-    ops = [op for op in _VBD_OPS if op not in errors]
-    if sorted(ops) != sorted(store.get("VBD", vbd)["allowed_operations"]):
-        store.update("VBD", vbd, {"allowed_operations": ops})
+    set_allowed_operations(store, "VBD", vbd, [op for op in _VBD_OPS if op not in errors])
 
 
 _UPDATE_OPS = {"SR": update_sr_ops, "VDI": update_vdi_ops}

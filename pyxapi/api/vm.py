@@ -20,7 +20,7 @@ from ..errors import ApiError
 from ..model.values import EPOCH
 from . import network, storage
 from .bootstrap import on_loop_start_hook
-from .generic import create_from_record
+from .generic import create_from_record, set_allowed_operations
 from .registry import action
 
 log = logging.getLogger("pyxapi.vm")
@@ -178,9 +178,8 @@ def assert_operation(store, vm: str, op: str) -> None:
 def update_allowed_operations(store, vm: str) -> None:
     if not store.exists("VM", vm):
         return
-    allowed = [op for op in LISTED_OPS if operation_error(store, vm, op, strict=True) is None]
-    if allowed != store.get("VM", vm)["allowed_operations"]:
-        store.update("VM", vm, {"allowed_operations": allowed})
+    set_allowed_operations(store, "VM", vm, [op for op in LISTED_OPS
+                                            if operation_error(store, vm, op, strict=True) is None])
 
 
 @contextlib.asynccontextmanager
