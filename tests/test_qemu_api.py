@@ -5,6 +5,7 @@ with a qcow2 disk on "Local storage" and a NIC with its VIF's MAC.
 """
 from __future__ import annotations
 
+import pathlib
 import signal
 import time
 
@@ -84,6 +85,10 @@ def test_real_guest_through_the_api(fresh_server, cleanup, kernel):
     domid = rec["domid"]
     G.wait_for(vm_dir / "serial.log")
     print(f"\n[qemu timing] VM.start to GUEST-READY through the API: {time.monotonic() - t:.2f} s")
+    (console,) = x.VM.get_consoles(vm)  # the VM's VNC screen, a real socket
+    location = x.console.get_location(console)
+    assert x.console.get_protocol(console) == "rfb" and location.startswith("unix://")
+    assert pathlib.Path(location.removeprefix("unix://")).is_socket()
 
     con = G.Console(vm_dir / "serial.sock")
     try:

@@ -739,3 +739,20 @@ def test_absurd_vcpus_max_is_refused_and_persistence_keeps_working(xapi):
         assert xapi.VM.get_name_label(vm) == "still-writable"
     finally:
         xapi.VM.destroy(vm)
+
+
+def test_running_vm_has_an_rfb_console(xapi):
+    vm = new_vm(xapi, "console-test", provision=False)
+    xapi.VM.set_is_a_template(vm, False)
+    try:
+        assert xapi.VM.get_consoles(vm) == []
+        xapi.VM.start(vm, False, False)
+        (console,) = xapi.VM.get_consoles(vm)
+        rec = xapi.console.get_record(console)
+        assert rec["protocol"] == "rfb" and rec["VM"] == vm
+        assert rec["location"].startswith("vnc://127.0.0.1:")
+        xapi.VM.hard_shutdown(vm)
+        assert xapi.VM.get_consoles(vm) == []
+        assert console not in xapi.console.get_all()
+    finally:
+        xapi.VM.destroy(vm)

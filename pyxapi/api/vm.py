@@ -339,7 +339,27 @@ async def set_live(ctx, vm: str, domid: int, state: str) -> None:
     _devices_attached(store, vm, True)
     await refresh_metrics(ctx, vm)
     await refresh_guest_metrics(ctx, vm)
+    await _open_console(ctx, vm)
     update_allowed_operations(store, vm)
+
+
+async def _open_console(ctx, vm: str) -> None:
+    """A running VM has an `rfb` console whose location names the backend's VNC endpoint."""
+    _close_consoles(ctx.store, vm)
+    info = await domain(ctx, vm, "console")
+    if not info:
+        return
+    if info.get("path"):
+        location = f"unix://{info['path']}"
+    else:
+        location = f"vnc://{info.get('host', '127.0.0.1')}:{info['port']}"
+    ctx.store.create("console", {"protocol": info.get("protocol", "rfb"), "location": location,
+                                 "VM": vm})
+
+
+def _close_consoles(store, vm: str) -> None:
+    for console in store.field("VM", vm, "consoles"):
+        store.destroy("console", console)
 
 
 def force_state_reset(ctx, vm: str, state: str) -> None:
@@ -350,6 +370,7 @@ def force_state_reset(ctx, vm: str, state: str) -> None:
     if state == "Halted":
         store.update("VM", vm, {"requires_reboot": False})
     _devices_attached(store, vm, False)  # no domain, no devices
+    _close_consoles(store, vm)
     metrics = store.get("VM", vm)["metrics"]
     if store.exists("VM_metrics", metrics):
         store.update("VM_metrics", metrics, {"memory_actual": 0, "VCPUs_number": 0, "state": [],
