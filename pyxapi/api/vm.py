@@ -133,39 +133,46 @@ def _lacks_feature(store, row: dict, op: str, strict: bool) -> bool:
 
 def operation_error(store, vm: str, op: str, strict: bool = False) -> ApiError | None:
     """The first reason ``op`` cannot run on ``vm`` now, in xapi's order; None if it can."""
+    why = _why_not(store, vm, op, strict)
+    return None if why is None else ApiError(*why)
+
+
+def _why_not(store, vm: str, op: str, strict: bool) -> tuple | None:
+    """operation_error's (code, *params), without building an exception: computing
+    allowed_operations asks this for every operation of every VM at start."""
     row = store.get("VM", vm)
     if op in row["blocked_operations"]:
-        return ApiError("OPERATION_BLOCKED", vm, row["blocked_operations"][op])
+        return ("OPERATION_BLOCKED", vm, row["blocked_operations"][op])
     state = row["power_state"]
     states = power_states(store, row, op)
     if state not in states:
-        return ApiError("VM_BAD_POWER_STATE", vm, ", ".join(states), state)
+        return ("VM_BAD_POWER_STATE", vm, ", ".join(states), state)
     current = row["current_operations"]
     if current and not _concurrent_ok(op, list(current.values())):
         task, running = next(iter(current.items()))
-        return ApiError("OTHER_OPERATION_IN_PROGRESS", "VM", vm, running, task)
+        return ("OTHER_OPERATION_IN_PROGRESS", "VM", vm, running, task)
     if row["is_a_template"] and not row["is_a_snapshot"]:
         if not (op in TEMPLATE_OPS or (op == "destroy" and not is_default_template(row))):
-            return ApiError("VM_IS_TEMPLATE", vm, op)
+            return ("VM_IS_TEMPLATE", vm, op)
     if row["is_a_snapshot"] and op not in SNAPSHOT_OPS:
-        return ApiError("VM_IS_SNAPSHOT", vm, op)
+        return ("VM_IS_SNAPSHOT", vm, op)
     if op == "provision" and not row["is_a_template"]:
-        return ApiError("PROVISION_ONLY_ALLOWED_ON_TEMPLATE")
+        return ("PROVISION_ONLY_ALLOWED_ON_TEMPLATE",)
     if op == "revert" and not row["is_a_snapshot"]:
-        return ApiError("REVERT_ONLY_ALLOWED_ON_SNAPSHOT")
+        return ("REVERT_ONLY_ALLOWED_ON_SNAPSHOT",)
     if row["is_control_domain"]:
         if op in ("changing_VCPUs", "destroy") and row["domid"] == 0:
-            return ApiError("OPERATION_NOT_ALLOWED", "This operation is not allowed on dom0")
+            return ("OPERATION_NOT_ALLOWED", "This operation is not allowed on dom0")
         if op not in CONTROL_DOMAIN_OPS:
-            return ApiError("OPERATION_NOT_ALLOWED",
-                            "This operation is not allowed on a control domain")
+            return ("OPERATION_NOT_ALLOWED",
+                    "This operation is not allowed on a control domain")
     if _lacks_feature(store, row, op, strict):
-        return ApiError("VM_LACKS_FEATURE", vm)
+        return ("VM_LACKS_FEATURE", vm)
     if op == "snapshot_with_quiesce":
         gm = guest_metrics(store, row)
         other = gm["other"] if gm is not None else {}
         if "feature-quiesce" not in other and "feature-snapshot" not in other:
-            return ApiError("VM_SNAPSHOT_WITH_QUIESCE_NOT_SUPPORTED", vm)
+            return ("VM_SNAPSHOT_WITH_QUIESCE_NOT_SUPPORTED", vm)
     return None
 
 
@@ -179,7 +186,7 @@ def update_allowed_operations(store, vm: str) -> None:
     if not store.exists("VM", vm):
         return
     set_allowed_operations(store, "VM", vm, [op for op in LISTED_OPS
-                                            if operation_error(store, vm, op, strict=True) is None])
+                                            if _why_not(store, vm, op, True) is None])
 
 
 @contextlib.asynccontextmanager
