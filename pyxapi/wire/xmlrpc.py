@@ -333,8 +333,37 @@ def _finish(text: str) -> bytes:
     return b
 
 
+class _Out(list):
+    """The string pieces of an output being built. Past _CHUNK pieces they are joined and
+    encoded into `done`: a big reply (every object of a pool) is never held as millions of
+    small strings at once. _finish works character by character, so finishing in parts
+    gives the same bytes as finishing the whole."""
+
+    __slots__ = ("done",)
+
+    def __init__(self, *pieces: str):
+        super().__init__(pieces)
+        self.done: list[bytes] = []
+
+    def flush(self) -> None:
+        self.done.append(_finish("".join(self)))
+        self.clear()
+
+    def bytes(self) -> bytes:
+        self.flush()
+        return self.done[0] if len(self.done) == 1 else b"".join(self.done)
+
+
+_CHUNK = 50_000
+
+
+def _flush(out) -> None:
+    if type(out) is _Out:  # a plain list (a task's result) is kept whole
+        out.flush()
+
+
 def _enc(v, out) -> None:
-    """Append the `<value>` for `v` to the list of string pieces `out`."""
+    """Append the `<value>` for `v` to the list of string pieces `out` (a list or _Out)."""
     t = type(v)
     if t is str:
         if "&" in v or "<" in v or ">" in v:
@@ -366,6 +395,8 @@ def _enc(v, out) -> None:
                 append(f"<member><name>{k}</name>")
                 _enc(x, out)
                 append("</member>")
+                if len(out) > _CHUNK:
+                    _flush(out)
         append("</struct></value>")
     elif t is list:
         append = out.append
@@ -377,6 +408,8 @@ def _enc(v, out) -> None:
                 append(f"<value>{x}</value>")
             else:
                 _enc(x, out)
+                if len(out) > _CHUNK:
+                    _flush(out)
         append("</data></array></value>")
     elif t is bool:
         out.append("<value><boolean>1</boolean></value>" if v else "<value><boolean>0</boolean></value>")
@@ -418,20 +451,20 @@ _RESPONSE_TAIL = "</param></params></methodResponse>"
 
 def encode_response(value) -> bytes:
     """A `<methodResponse>` carrying `value` (usually the Status/Value struct)."""
-    out = [_RESPONSE_HEAD]
+    out = _Out(_RESPONSE_HEAD)
     _enc(value, out)
     out.append(_RESPONSE_TAIL)
-    return _finish("".join(out))
+    return out.bytes()
 
 
 def success(value) -> bytes:
     """The Xen-API success envelope: {Status: Success, Value: value}."""
-    out = [_RESPONSE_HEAD, "<value><struct><member><name>Status</name><value>Success</value></member>"
-           "<member><name>Value</name>"]
+    out = _Out(_RESPONSE_HEAD, "<value><struct><member><name>Status</name><value>Success</value>"
+               "</member><member><name>Value</name>")
     _enc(value, out)
     out.append("</member></struct></value>")
     out.append(_RESPONSE_TAIL)
-    return _finish("".join(out))
+    return out.bytes()
 
 
 def failure(error_description: list[str]) -> bytes:
@@ -452,10 +485,10 @@ def fault(code: int, message: str) -> bytes:
 
 def encode_call(method: str, params) -> bytes:
     """A `<methodCall>` with the same value rules as responses (ints as decimal strings)."""
-    out = ['<?xml version="1.0"?><methodCall><methodName>', _esc(method), "</methodName><params>"]
+    out = _Out('<?xml version="1.0"?><methodCall><methodName>', _esc(method), "</methodName><params>")
     for x in params:
         out.append("<param>")
         _enc(x, out)
         out.append("</param>")
     out.append("</params></methodCall>")
-    return _finish("".join(out))
+    return out.bytes()
