@@ -9,6 +9,7 @@ nothing until something they asked for changes.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
@@ -126,8 +127,15 @@ async def _wait(ctx, subs: Subs, seen: int, timeout: float) -> bool:
 
 
 # The last non-empty batch built: the watchers one write wakes, parked from the same point
-# with the same subscriptions, all get this one reply instead of building it each.
+# with the same subscriptions, all get this one reply instead of building it each. They
+# were all woken in one go, so their turns come before the callback that then drops it:
+# a big reply (every object, for a client connecting) must not outlive its delivery.
 _shared: list = [None, None]  # [key, reply]
+
+
+def _forget(reply) -> None:
+    if _shared[1] is reply:
+        _shared[:] = None, None
 
 
 @action("event.from")
@@ -147,6 +155,7 @@ async def event_from(ctx, classes, token, timeout):
         if events:
             reply = _batch(store, subs, events, seen)
             _shared[:] = key, reply
+            asyncio.get_running_loop().call_soon(_forget, reply)
             return reply
         left = deadline - time.monotonic()
         if left <= 0:
