@@ -362,6 +362,21 @@ def _flush(out) -> None:
         out.flush()
 
 
+_HEADS: dict[str, str] = {}  # member name -> its opening markup, for names seen before
+
+
+def _head(k) -> str:
+    key = k
+    if type(k) is not str:
+        k = str(k)
+    if "&" in k or "<" in k or ">" in k:
+        k = _esc(k)
+    head = f"<member><name>{k}</name>"
+    if type(key) is str and len(_HEADS) < 10_000:  # bounded: map keys come from clients
+        _HEADS[key] = head
+    return head
+
+
 def _enc(v, out) -> None:
     """Append the `<value>` for `v` to the list of string pieces `out` (a list or _Out)."""
     t = type(v)
@@ -373,26 +388,27 @@ def _enc(v, out) -> None:
         append = out.append
         append("<value><struct>")
         for k, x in v.items():
-            if type(k) is not str:
-                k = str(k)
-            if "&" in k or "<" in k or ">" in k:
-                k = _esc(k)
+            # "<member><name>k</name>": record field names repeat, so looked up once
+            head = _HEADS.get(k) if type(k) is str else None
+            if head is None:
+                head = _head(k)
             # the common cases inlined (records are mostly strings, ints, bools and
             # empty maps/sets): one f-string per member instead of a call and 3 appends
             if type(x) is str:
                 if "&" in x or "<" in x or ">" in x:
                     x = _esc(x)
-                append(f"<member><name>{k}</name><value>{x}</value></member>")
+                append(f"{head}<value>{x}</value></member>")
             elif type(x) is bool:
-                append(f"<member><name>{k}</name><value><boolean>{'1' if x else '0'}</boolean></value></member>")
+                append(head + ("<value><boolean>1</boolean></value></member>" if x
+                               else "<value><boolean>0</boolean></value></member>"))
             elif type(x) is int:
-                append(f"<member><name>{k}</name><value>{int.__repr__(x)}</value></member>")
+                append(f"{head}<value>{int.__repr__(x)}</value></member>")
             elif not x and type(x) is dict:
-                append(f"<member><name>{k}</name><value><struct></struct></value></member>")
+                append(head + "<value><struct></struct></value></member>")
             elif not x and type(x) is list:
-                append(f"<member><name>{k}</name><value><array><data></data></array></value></member>")
+                append(head + "<value><array><data></data></array></value></member>")
             else:
-                append(f"<member><name>{k}</name>")
+                append(head)
                 _enc(x, out)
                 append("</member>")
                 if len(out) > _CHUNK:
