@@ -210,14 +210,16 @@ class Store:
         self.changes[key] = (self.generation, op)
         if persist or op == "del":
             self.dirty[key] = op
-        if self._waiters:
-            self._wake(cls, key)
         if self.persistence is not None and not self._flush_scheduled:
             self._flush_scheduled = True
             try:
                 asyncio.get_running_loop().call_soon(self.commit)
             except RuntimeError:
                 self._flush_scheduled = False
+        # after the commit is queued: the readers it wakes then find the write durable and
+        # answer at once, instead of each parking again on `durable()`
+        if self._waiters:
+            self._wake(cls, key)
 
     # ---- events ------------------------------------------------------------
 
