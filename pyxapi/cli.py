@@ -55,8 +55,22 @@ def main(argv=None) -> int:
     return 2
 
 
+def _fixed_mmap_threshold() -> None:
+    """glibc raises its mmap threshold each time a big block is freed; big replies (every
+    record of a pool) then come from the heap and leave it fragmented: ~40 MB more RSS at
+    10,000 VMs. Setting the threshold keeps it fixed (a no-op off glibc)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD, glibc's default
+    except (OSError, AttributeError):
+        pass
+
+
 def serve(args) -> int:
     import uvloop
+
+    _fixed_mmap_threshold()
 
     from .server.app import App
     from .server.listen import Listener, parse_hostport, serve as run
