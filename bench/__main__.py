@@ -16,10 +16,10 @@ import sys
 import tempfile
 import time
 
-from bench import scale, throughput, writes
+from bench import qemu, scale, throughput, writes
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-PARTS = ("throughput", "scale", "writes", "events")
+PARTS = ("throughput", "scale", "writes", "events", "qemu")
 
 # goal name -> (how to read the figure, comparison, target, unit)
 GOALS = [
@@ -97,6 +97,14 @@ def table(results: dict) -> str:
     if ev:
         for key, v in ev.items():
             rows.append((f"events: {key}", _fmt(v), "", ""))
+    q = results.get("qemu")
+    if q:
+        rows.append((f"qemu guest lifecycle ({q.get('accel', 'skipped')})", "median s", "min", "max"))
+        for key, v in q.items():
+            if isinstance(v, dict):
+                rows.append((f"  {key}", _fmt(v["median"]), _fmt(v["min"]), _fmt(v["max"])))
+            else:
+                rows.append((f"  {key}", str(v), "", ""))
     rows.append(("goals", "figure", "target", "met"))
     for g in results["goals"]:
         met = {True: "yes", False: "NO", None: "not measured"}[g["met"]]
@@ -150,6 +158,8 @@ def main(argv=None) -> int:
             results["writes"] = writes.run(workdir, connections=connections, duration=duration)
         if "events" in a.only:
             results["events"] = _events(workdir, a.smoke)
+        if "qemu" in a.only:
+            results["qemu"] = qemu.run(workdir, a.smoke, a.rounds)
     results["meta"]["elapsed_s"] = round(time.monotonic() - t0, 1)
     results["goals"] = goals(results)
 

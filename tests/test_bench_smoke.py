@@ -64,4 +64,10 @@ def test_bench_smoke_writes_every_figure(tmp_path):
     assert w["probes"] > 0
 
     assert "events" in r
+    q = r["qemu"]   # a real guest's lifecycle, or why it was skipped (no QEMU here)
+    if "skipped" not in q:
+        assert q["accel"] in ("kvm", "tcg") and q["uptime_continued"] == q["rounds"] == 1
+        for key in ("start_to_ready_s", "suspend_s", "resume_s", "clean_shutdown_s", "clone_s",
+                    "clone_start_to_ready_s"):
+            assert 0 < q[key]["min"] <= q[key]["median"] <= q[key]["max"], (key, q[key])
     assert [g["goal"] for g in r["goals"]] and all("met" in g for g in r["goals"])
