@@ -199,6 +199,20 @@ def round_up(value: int, unit: int) -> int:
     return -(-int(value) // unit) * unit
 
 
+def cd_drive(disk: dict | None, device, *, needs_media: bool) -> dict:
+    """Check that `disk` (a domain's disk at `device`, or None) is a CD drive ready for an
+    insert (needs_media=False: it must be empty) or an eject (needs_media=True: a disc in it)."""
+    if disk is None:
+        raise BackendError("DEVICE_ALREADY_DETACHED", str(device))
+    if disk.get("type") != "CD":
+        raise BackendError("VBD_NOT_REMOVABLE_MEDIA", str(device))
+    if needs_media and disk.get("location") is None:
+        raise BackendError("VBD_IS_EMPTY", str(device))
+    if not needs_media and disk.get("location") is not None:
+        raise BackendError("VBD_NOT_EMPTY", str(device))
+    return disk
+
+
 def device_name(userdevice: str | int) -> str:
     """VBD.device for a userdevice: "0" → "xvda", "3" → "xvdd", "26" → "xvdaa"."""
     n = int(userdevice)

@@ -41,7 +41,7 @@ from pathlib import Path
 from pyxapi.backends.base import (
     Backend, BackendError, DiskSpec, DomainSpec, DomainState, DomainStateError, DomainTimeout,
     GiB, InsufficientMemory, MiB, NicSpec, NoSuchDomain, NoSuchSR, Progress, SrInfo, VDIInUse,
-    VdiInfo, device_name, report, round_up,
+    VdiInfo, cd_drive, device_name, report, round_up,
 )
 from pyxapi.backends.qemu import accel as _accel
 from pyxapi.backends.qemu import storage as _storage
@@ -810,20 +810,14 @@ class QemuBackend(Backend):
         m.spec["nics"] = [n for n in m.spec["nics"] if n["device"] != device]
         m.save()
 
-    def _cd(self, m: Machine, device: str) -> dict:
+    def _cd(self, m: Machine, device: str, *, needs_media: bool) -> dict:
         disk = next((d for d in m.spec["disks"] if d["device"] == str(device)), None)
-        if disk is None:
-            raise BackendError("DEVICE_ALREADY_DETACHED", str(device))
-        if disk["type"] != "CD":
-            raise BackendError("VBD_NOT_REMOVABLE_MEDIA", str(device))
-        return disk
+        return cd_drive(disk, device, needs_media=needs_media)
 
     async def domain_insert_cd(self, vm_uuid: str, device: str, sr_uuid: str,
                                location: str) -> None:
         m = self._live(vm_uuid)
-        disk = self._cd(m, device)
-        if disk.get("location") is not None:
-            raise BackendError("VBD_NOT_EMPTY", str(device))
+        disk = self._cd(m, device, needs_media=False)
         r = self._resolve_disk(vm_uuid, dict(disk, sr=sr_uuid, location=location), "insert")
         await m.execute("blockdev-change-medium", {
             "id": f"cd{disk['device']}", "filename": r["path"], "format": r["format"],
@@ -834,9 +828,7 @@ class QemuBackend(Backend):
 
     async def domain_eject_cd(self, vm_uuid: str, device: str) -> None:
         m = self._live(vm_uuid)
-        disk = self._cd(m, device)
-        if disk.get("location") is None:
-            raise BackendError("VBD_IS_EMPTY", str(device))
+        disk = self._cd(m, device, needs_media=True)
         await m.execute("eject", {"id": f"cd{disk['device']}", "force": True})
         disk.update(sr=None, location=None)
         m.disks.pop(disk["device"], None)

@@ -31,7 +31,7 @@ from typing import Optional
 from pyxapi.backends.base import (
     Backend, BackendError, DiskSpec, DomainSpec, DomainState, DomainStateError, DomainTimeout,
     GiB, InsufficientMemory, NicSpec, NoSuchDomain, NoSuchSR, Progress, SrInfo, VDIInUse,
-    VdiInfo, device_name, report,
+    VdiInfo, cd_drive, device_name, report,
 )
 from pyxapi.backends.simulator import guests as _guests
 from pyxapi.backends.simulator import host as _host
@@ -608,32 +608,19 @@ class SimulatorBackend(Backend):
         d.nics.pop(device, None)
         self._refresh_guest_networks(d)
 
-    def _cd(self, d: Domain, device: str) -> dict:
-        disk = d.disks.get(str(device))
-        if disk is None:
-            raise BackendError("DEVICE_ALREADY_DETACHED", str(device))
-        if disk.get("type") != "CD":
-            raise BackendError("VBD_NOT_REMOVABLE_MEDIA", str(device))
-        return disk
-
     async def domain_insert_cd(self, vm_uuid: str, device: str, sr_uuid: str,
                                location: str) -> None:
         d = self._live(vm_uuid)
-        disk = self._cd(d, device)
-        if disk.get("location") is not None:
-            raise BackendError("VBD_NOT_EMPTY", str(device))
+        cd_drive(d.disks.get(str(device)), device, needs_media=False)
         self._sr(sr_uuid).get(location)
         await self._work("insert_cd")
-        disk = self._cd(d, device)
-        if disk.get("location") is not None:
-            raise BackendError("VBD_NOT_EMPTY", str(device))
+        # checked again: another insert may have won while this one waited
+        disk = cd_drive(d.disks.get(str(device)), device, needs_media=False)
         disk.update(sr=sr_uuid, location=location, mode="RO")
 
     async def domain_eject_cd(self, vm_uuid: str, device: str) -> None:
         d = self._live(vm_uuid)
-        disk = self._cd(d, device)
-        if disk.get("location") is None:
-            raise BackendError("VBD_IS_EMPTY", str(device))
+        disk = cd_drive(d.disks.get(str(device)), device, needs_media=True)
         await self._work("eject_cd")
         disk.update(sr=None, location=None)
 
