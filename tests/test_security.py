@@ -411,3 +411,10 @@ def test_sessions_and_their_rights_survive_a_restart(fresh_server):
     assert grace("VM.set_name_label", vm, "x") == denial("VM.set_name_label")
     assert root.ok("session.get_rbac_permissions", grace.ref) == \
         root.ok("subject.get_permissions_name_label", root.ok("session.get_subject", grace.ref))
+
+
+def test_role_calls_with_a_null_ref_are_handle_invalid(server):
+    for method in ("role.get_by_permission", "role.get_permissions", "role.get_permissions_name_label"):
+        got = server.jsonrpc("session.login_with_password", ["root", PASSWORD])["result"]
+        err = server.jsonrpc(method, [got, "OpaqueRef:NULL"])["error"]
+        assert err["message"] == "HANDLE_INVALID" and err["data"] == ["role", "OpaqueRef:NULL"], method

@@ -176,9 +176,17 @@ def subject_permissions(ctx, subject):
 
 # ---- roles ---------------------------------------------------------------------------------
 
+def _role_name(role: str) -> str:
+    """The name of a role ref; the dispatcher lets OpaqueRef:NULL through, xapi refuses it."""
+    name = table().name.get(role)
+    if name is None:
+        raise ApiError("HANDLE_INVALID", "role", role)
+    return name
+
+
 def _permissions(role: str) -> list[str]:
     t = table()
-    name = t.name[role]
+    name = _role_name(role)
     if name not in t.granted:
         return [role]  # a permission is its own only permission (xapi's leaf)
     return [t.ref[p] for p in sorted(t.granted[name])]
@@ -191,13 +199,13 @@ def get_permissions(ctx, role):
 
 @action("role.get_permissions_name_label")
 def get_permissions_name_label(ctx, role):
-    return [table().name[p] for p in _permissions(role)]
+    return [_role_name(p) for p in _permissions(role)]
 
 
 @action("role.get_by_permission")
 def get_by_permission(ctx, permission):
     t = table()
-    return [t.ref[r] for r in t.roles_with(t.name[permission])]
+    return [t.ref[r] for r in t.roles_with(_role_name(permission))]
 
 
 @action("role.get_by_permission_name_label")
