@@ -14,7 +14,3 @@ class ApiError(Exception):
 
     def __str__(self):
         return " ".join(self.description)
-
-
-def internal_error(message: str) -> ApiError:
-    return ApiError("INTERNAL_ERROR", message)

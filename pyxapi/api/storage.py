@@ -101,7 +101,6 @@ def _vdi_in_use(store, vdi) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 def update_sr_ops(store, sr) -> None:
-    row = store.get("SR", sr)
     caps = sr_caps(store, sr)
     attached = sr_attached(store, sr)
     ops = [op for op in caps if attached or op not in _NEEDS_ATTACHED]

@@ -18,7 +18,6 @@ from contextvars import ContextVar
 
 from ..errors import ApiError
 from ..model import Model
-from ..model.types import Ref
 from ..model.values import NULL_REF
 
 NULL = NULL_REF
@@ -374,7 +373,3 @@ def _resolve(fut: asyncio.Future, value) -> None:
 
 def now() -> _dt.datetime:
     return _dt.datetime.now(_dt.UTC).replace(tzinfo=None, microsecond=0)
-
-
-def is_ref_type(t) -> bool:
-    return isinstance(t, Ref)

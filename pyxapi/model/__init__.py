@@ -10,7 +10,7 @@ import json
 import pathlib
 from dataclasses import dataclass, field
 
-from .types import Map, Prim, Ref, Set, Type, parse_type
+from .types import Ref, Set, Type, parse_type
 from .values import parse_default, type_default
 
 DATA = pathlib.Path(__file__).parent / "data"
@@ -155,11 +155,3 @@ def _wire_relations(classes: dict[str, Class]) -> None:
             if f1.type == Ref(many_cls) and f2.type == Set(Ref(one_cls)):
                 one.links[one_field] = (many_cls, many_field)
                 many.derived[many_field] = (one_cls, one_field)
-
-
-def is_map(t: Type) -> bool:
-    return isinstance(t, Map)
-
-
-def is_prim(t: Type, name: str) -> bool:
-    return isinstance(t, Prim) and t.name == name

@@ -127,7 +127,7 @@ def from_wire(t: Type, v, name: str):
                     return parse_datetime(v)
                 except ValueError:
                     pass
-        case Enum(ename, values):
+        case Enum(_, values):
             if type(v) is str:
                 if v in values or not values:
                     return v
