@@ -27,6 +27,13 @@ def make_asgi(app):
                         return
             return
         method = scope["method"]
+        if scope["path"] == "/blob":  # blob contents (api/blob.py), as xapi's /blob handler
+            from ..api import blob
+            body = await _read_body(receive)
+            if body is None:
+                return await _reply(send, 413, _TEXT_HEADERS, b"request body too large\n")
+            status, ctype, out = await blob.serve(app, method, scope["query_string"], body)
+            return await _reply(send, status, [(b"content-type", ctype)], out)
         if method != "POST":
             if method in ("GET", "HEAD"):
                 return await _reply(send, 200, _TEXT_HEADERS,
