@@ -16,9 +16,10 @@ from ..api.generic import generic_handler
 from ..api.registry import load_all
 from ..errors import ApiError
 from ..model import Message, Model
+from ..model.nulls import accepts_null, check_table
 from ..model.types import Ref
 from ..model.values import NULL_REF, from_wire, type_default
-from ..wire import jsonrpc, xmlrpc
+from ..wire import Shared, jsonrpc, xmlrpc
 
 log = logging.getLogger("pyxapi.dispatch")
 
@@ -33,7 +34,7 @@ class Route:
     handler: object  # (ctx, args) -> value, or a coroutine function
     is_coroutine: bool
     async_ok: bool
-    ref_checks: tuple  # (arg index, class) for each Ref parameter
+    ref_checks: tuple  # (arg index, class, takes NULL) for each Ref parameter
     implemented: bool
 
 
@@ -61,6 +62,7 @@ class Context:
 
 def build_routes(model: Model) -> dict[str, Route]:
     actions = load_all()
+    check_table(model)
     routes = {}
     for c in model.classes.values():
         for msg in c.messages.values():
@@ -77,7 +79,7 @@ def build_routes(model: Model) -> dict[str, Route]:
                     handler = _not_implemented(name)
             start = 1 if msg.takes_session else 0
             ref_checks = tuple(
-                (i - start, p.type.cls)
+                (i - start, p.type.cls, accepts_null(model, msg, p))
                 for i, p in enumerate(msg.params)
                 if i >= start and isinstance(p.type, Ref)
             )
@@ -144,9 +146,9 @@ class Dispatcher:
             start = 0
         args = self._convert(msg, params, start)
         store = self.app.store
-        for i, cls in route.ref_checks:
+        for i, cls, null_ok in route.ref_checks:  # NULL only where the call means "none"
             ref = args[i] if i < len(args) else NULL_REF
-            if ref != NULL_REF and ref not in store.tables.get(cls, ()):
+            if ref not in store.tables.get(cls, ()) and not (null_ok and ref == NULL_REF):
                 if cls in store.tables:
                     raise ApiError("HANDLE_INVALID", cls, ref)
         if is_async:
@@ -200,7 +202,12 @@ class Dispatcher:
         except xmlrpc.WireError as e:
             return xmlrpc.fault(-32700, f"parse error: {e}")
         try:
-            return xmlrpc.success(await self.call(method, params))
+            result = await self.call(method, params)
+            if type(result) is Shared:  # the same bytes for every call that returns it
+                if result.xml is None:
+                    result.xml = xmlrpc.success(dict(result))
+                return result.xml
+            return xmlrpc.success(result)
         except ApiError as e:
             return xmlrpc.failure(e.description)
         except Exception as e:  # never a traceback on the wire
@@ -212,7 +219,15 @@ class Dispatcher:
         except jsonrpc.WireError as e:
             return jsonrpc.protocol_error(str(e), e.id, e.version, e.code)
         try:
-            return jsonrpc.success(await self.call(method, params), id_, version)
+            result = await self.call(method, params)
+            if type(result) is Shared:  # encoded once and embedded, from its second call on
+                if result.json is None:  # (the first as usual: a reply to one call only, maybe
+                    result.json = False  # huge, is not held encoded twice)
+                else:
+                    if result.json is False:
+                        result.json = jsonrpc.fragment(dict(result))
+                    result = result.json
+            return jsonrpc.success(result, id_, version)
         except ApiError as e:
             return jsonrpc.failure(e.description, id_, version)
         except Exception as e:
