@@ -1,6 +1,7 @@
 """session.*: login and logout (the other session messages are generated)."""
 from __future__ import annotations
 
+from .bootstrap import on_loop_start_hook
 from .registry import action
 
 
@@ -22,3 +23,12 @@ def logout(ctx):
 @action("session.change_password")
 async def change_password(ctx, old_pwd, new_pwd):
     await ctx.app.sessions.change_password(ctx.session, new_pwd)
+
+
+@on_loop_start_hook
+async def drop_sessions_from_before_a_restart(app):
+    """xapi does not persist sessions: after a restart every old session ref is SESSION_INVALID
+    and clients log in again. Sessions of this run (in `live`) are kept."""
+    for ref in app.store.refs("session"):
+        if ref not in app.sessions.live:
+            app.store.destroy("session", ref)

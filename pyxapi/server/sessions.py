@@ -4,6 +4,8 @@ xapi's rules, kept here:
 - root is the local superuser: its sessions may call anything (`rbac_permissions` empty);
   any other user logs in through its `subject` and gets the permissions of its roles.
 - a session unused for `timeout` seconds (xapi: 24 h) is gone;
+- sessions live as long as the server: xapi does not persist its session table, so a
+  restart ends them all (their rows are dropped at start, api/session.py) and clients log in again;
 - sessions are grouped as xapi groups them (root's by originator, other users' by user
   name, root's without originator together); past a group's cap the least recently used
   ones without pending tasks are destroyed.
@@ -14,7 +16,6 @@ when it changes it through the API): sessions are revalidated against the user t
 from __future__ import annotations
 
 import asyncio
-import calendar
 import logging
 import os
 import time
@@ -41,7 +42,7 @@ class Live:
     superuser: bool
     roles: tuple
     permissions: frozenset
-    password_hash: str | None  # the hash the session logged in with (None: unknown, trust)
+    password_hash: str  # the hash the session logged in with
     used: float  # wall clock of the last call
     stamped: float  # when last_active was last written
     validated: float
@@ -108,10 +109,9 @@ class Sessions:
     # ---- the check every call makes --------------------------------------------------------
 
     def check(self, ref) -> str:
-        row = self.app.store.tables["session"].get(ref) if type(ref) is str else None
-        if row is None:
+        live = self.live.get(ref) if type(ref) is str else None
+        if live is None or ref not in self.app.store.tables["session"]:
             raise ApiError("SESSION_INVALID", ref if type(ref) is str else "")
-        live = self.live.get(ref) or self._restore(ref, row)
         t = time.time()
         if t - live.used > self.timeout:
             self._end(ref, "idle for longer than the session timeout")
@@ -124,21 +124,9 @@ class Sessions:
             self.app.store.update("session", ref, {"last_active": now()})
         return ref
 
-    def _restore(self, ref: str, row: dict) -> Live:
-        """A session from before a restart: its rights are those stored in its row."""
-        used = calendar.timegm(row["last_active"].timetuple()) if row["last_active"] else time.time()
-        perms = frozenset(row["rbac_permissions"])
-        from ..api.rbac import ROLE_ORDER
-        live = Live(row["auth_user_name"], row["is_local_superuser"],
-                    tuple(r for r in ROLE_ORDER if r in perms), perms, None, used, used, 0.0)
-        self.live[ref] = live
-        return live
-
     def _revalidate(self, ref: str, live: Live, t: float) -> None:
         user = self.app.users.get(live.user)
         current = user[1] if user else None
-        if live.password_hash is None and current is not None:
-            live.password_hash = current  # restored after a restart: trust the current password
         if current is None or current != live.password_hash:
             self._end(ref, "its user's password changed or the user is gone")
             raise ApiError("SESSION_INVALID", ref)
@@ -201,7 +189,8 @@ class Sessions:
         self.live.pop(ref, None)
 
     def _end(self, ref: str, why: str) -> None:
-        log.info("session of %r ended: %s", self.app.store.get("session", ref)["auth_user_name"], why)
+        live = self.live.get(ref)
+        log.info("session of %r ended: %s", live.user if live else "", why)
         self.logout(ref)
 
     async def change_password(self, ref: str, new: str) -> None:
@@ -244,31 +233,27 @@ class Sessions:
 
     def _busy(self, ref: str) -> bool:
         tasks = self.app.store.tables["task"]
-        return any(tasks.get(t, {}).get("status") == "pending"
-                   for t in self.app.store.tables["session"][ref]["tasks"])
+        row = self.app.store.tables["session"].get(ref)
+        return row is not None and any(tasks.get(t, {}).get("status") == "pending" for t in row["tasks"])
 
     def sweep(self) -> None:
         """Periodic: end sessions idle past the timeout, forget old login failures."""
         t = time.time()
-        for ref, row in list(self.app.store.tables["session"].items()):
-            live = self.live.get(ref) or self._restore(ref, row)
+        for ref, live in list(self.live.items()):
             if t - live.used > self.timeout and not self._busy(ref):
                 self._end(ref, "idle for longer than the session timeout")
         self.throttle.prune()
 
     # ---- what a session may do -------------------------------------------------------------
 
-    def is_superuser(self, ref: str) -> bool:
-        live = self.live.get(ref)
-        return live.superuser if live else bool(self.app.store.get("session", ref)["is_local_superuser"])
-
+    # Asked about a session `check` has just let through, so it is live.
     def permitted(self, ref: str, permission: str) -> bool:
-        live = self.live.get(ref) or self._restore(ref, self.app.store.get("session", ref))
+        live = self.live[ref]
         return live.superuser or permission in live.permissions
 
     def role(self, ref: str) -> str:
         """The session's highest role (the superuser is pool-admin)."""
-        live = self.live.get(ref) or self._restore(ref, self.app.store.get("session", ref))
+        live = self.live[ref]
         if live.superuser:
             return "pool-admin"
         return live.roles[0] if live.roles else "read-only"
