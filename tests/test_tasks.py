@@ -69,6 +69,28 @@ def test_async_create_success(xapi):
     xapi.VM.destroy(vm)
 
 
+def test_session_tasks_are_the_tasks_it_made(server):
+    s, t = server.session("http"), server.session("http")
+    x, y = s.xenapi, t.xenapi
+    mine = x.task.create("mine", "")
+    done = x.Async.VM.create({"name_label": "session-tasks"})
+    rec, _ = wait_task(x, done)
+    theirs = y.task.create("theirs", "")
+    assert sorted(x.session.get_tasks(s._session)) == sorted([mine, done])
+    assert sorted(x.session.get_record(s._session)["tasks"]) == sorted([mine, done])
+    assert y.session.get_tasks(t._session) == [theirs]
+    x.task.destroy(done)
+    assert x.session.get_tasks(s._session) == [mine]
+    x.task.set_status(mine, "cancelled")
+    x.task.destroy(mine)
+    assert x.session.get_tasks(s._session) == []
+    y.task.set_status(theirs, "success")
+    y.task.destroy(theirs)
+    x.VM.destroy(unwrap(rec["result"]))
+    for session in (s, t):
+        session.xenapi.session.logout()
+
+
 def test_async_clone_pending_to_success(fresh_server):
     # each operation of the simulator takes a while, so the task is seen pending first
     srv = fresh_server(env={"PYXAPI_SIM_DELAY": "all=0.5"})

@@ -26,6 +26,7 @@ class Tasks:
         self.running: dict[str, asyncio.Task] = {}
         self.finished_at: dict[str, float] = {}
         self.owners: dict[str, str] = {}  # task ref -> user name of the session that made it
+        self.sessions: dict[str, str] = {}  # task ref -> the session that made it
 
     def create(self, label: str, session: str | None, description: str = "",
                cancellable: bool = True) -> str:
@@ -40,8 +41,11 @@ class Tasks:
             "allowed_operations": ["cancel"] if cancellable else [],
             "subtask_of": NULL,
         })
-        if session:
-            self.owners[ref] = self.app.store.get("session", session)["auth_user_name"]
+        if session:  # session.tasks: the tasks it made (xapi's task.session relation)
+            row = self.app.store.get("session", session)
+            self.owners[ref] = row["auth_user_name"]
+            self.sessions[ref] = session
+            self.app.store.update("session", session, {"tasks": [*row["tasks"], ref]})
         return ref
 
     def start_async(self, route, session: str, args: list) -> str:
@@ -69,16 +73,19 @@ class Tasks:
         writes.open = False
         store = self.app.store
         error = None if job.cancelled() else job.exception()
+        result = None
         if job.cancelled() or (isinstance(error, ApiError) and error.code == "TASK_CANCELLED"):
             store.undo(writes)
-            self.finish(ref, "cancelled", error=["TASK_CANCELLED", ref])
+            status, error = "cancelled", ["TASK_CANCELLED", ref]
         elif isinstance(error, ApiError):
-            self.finish(ref, "failure", error=error.description)
+            status, error = "failure", error.description
         elif error is not None:
             log.error("internal error in task %s", name, exc_info=error)
-            self.finish(ref, "failure", error=["INTERNAL_ERROR", f"{type(error).__name__}: {error}"])
+            status, error = "failure", ["INTERNAL_ERROR", f"{type(error).__name__}: {error}"]
         else:
-            self.finish(ref, "success", result=job.result())
+            status, result = "success", job.result()
+        self.finish(ref, status, result=result, error=error)
+        self.app.audit.task_done(ref, error, result)
         store.commit()
 
     def set_progress(self, ref: str, fraction: float) -> None:
@@ -148,10 +155,15 @@ class Tasks:
                 self.finished_at[ref] = time.monotonic()
 
     def forget(self, ref: str) -> None:
+        store = self.app.store
         self.finished_at.pop(ref, None)
         self.owners.pop(ref, None)
-        if ref in self.app.store.tables["task"]:
-            self.app.store.destroy("task", ref)
+        session = self.sessions.pop(ref, None)
+        if session in store.tables["session"]:
+            tasks = store.get("session", session)["tasks"]
+            store.update("session", session, {"tasks": [t for t in tasks if t != ref]})
+        if ref in store.tables["task"]:
+            store.destroy("task", ref)
 
     def collect(self) -> None:
         """Remove finished tasks older than FINISHED_TASK_LIFETIME."""
