@@ -321,6 +321,16 @@ def test_sessions_per_originator_and_user_are_capped_oldest_first(fresh_server):
     assert all(s.ok("pool.get_all") for s in f[1:])
 
 
+def test_a_session_with_a_pending_task_outlives_the_cap(fresh_server):
+    srv = fresh_server(extra_args=["--max-sessions", "2"], https=False, unix=False)
+    busy = login(srv, "root", originator="C")
+    task = busy.ok("task.create", "still running", "")
+    idle = login(srv, "root", originator="C")
+    login(srv, "root", originator="C")  # a third in a group of two: the oldest without a pending task goes
+    assert idle("pool.get_all")["ErrorDescription"] == ["SESSION_INVALID", idle.ref]
+    assert busy.ok("session.get_tasks", busy.ref) == [task]
+
+
 def test_logout_ends_only_that_session(srv):
     s1, s2 = login(srv, "carol"), login(srv, "carol")
     assert s1.ok("session.logout") == ""
@@ -358,6 +368,32 @@ def test_audit_log_records_state_changes_with_who_what_when_outcome(srv, root, v
     text = (srv.state_dir / "audit.log").read_text()
     assert "wrong-secret-pw" not in text and PASSWORD not in text and "alice-pw" not in text
     assert root.ref not in text and alice.ref not in text  # session refs are secrets
+
+
+def wait_done(api, task):
+    deadline = time.monotonic() + 30
+    while api.ok("task.get_status", task) == "pending":
+        assert time.monotonic() < deadline, task
+        time.sleep(0.05)
+
+
+def test_async_calls_are_audited_with_the_outcome_of_their_task(srv, root, vm):
+    before = len(audit_lines(srv))
+    cloned = root.ok("Async.VM.clone", vm, "audited clone")
+    wait_done(root, cloned)
+    refused = root.ok("Async.VM.clean_shutdown", vm)  # accepted, fails in its task: the VM is halted
+    wait_done(root, refused)
+    assert root("Async.VM.clone", "OpaqueRef:NULL", "x")["ErrorDescription"][0] == "HANDLE_INVALID"
+    lines = audit_lines(srv)[before:]
+    assert [(e["call"], e["outcome"], e.get("task")) for e in lines] == [
+        ("Async.VM.clone", "success", cloned), ("Async.VM.clean_shutdown", "failure", refused),
+        ("Async.VM.clone", "failure", None)]  # one line each, none saying "submitted"
+    made = root.ok("task.get_result", cloned)
+    assert lines[0]["result"] == made[len("<value>"):-len("</value>")] == root.ok("VM.get_by_name_label", "audited clone")[0]
+    assert lines[0]["args"] == [vm, "audited clone"] and lines[0]["user"] == "root"
+    assert lines[1]["error"] == ["VM_BAD_POWER_STATE", vm, "Running", "Halted"]
+    assert lines[2]["error"] == ["HANDLE_INVALID", "VM", "OpaqueRef:NULL"]
+    assert lines[0]["time"] <= lines[1]["time"] <= lines[2]["time"]
 
 
 # ---- TLS ---------------------------------------------------------------------------------

@@ -5,7 +5,10 @@
      "call": "VM.set_name_label", "args": ["OpaqueRef:…", "web"], "outcome": "success"}
 
 Written from one place (`Dispatcher.call`) for every call except getters and event
-reads, whatever its outcome (a refused call is logged with its error). Never written:
+reads, whatever its outcome (a refused call is logged with its error). An Async call that
+was accepted is logged when its task ends, with the task's outcome (as xapi, whose audit
+line follows the work): `"task"` names it; one still running when the server stops is
+logged then, with outcome "pending". Never written:
 session refs (bearer secrets; a session appears as a hash of its ref, like xapi's
 trackid) and passwords or secrets in arguments.
 """
@@ -44,6 +47,7 @@ class Audit:
         self.path = path
         self.file = open(path, "ab") if path else None
         self._plans: dict[str, object] = {}
+        self.pending: dict[str, dict] = {}  # task ref -> the entry of the Async call that made it
 
     def start(self, dispatcher, method: str, params) -> "_Entry | None":
         """Begin the entry for a call, or None if it is not audited."""
@@ -83,6 +87,13 @@ class Audit:
             secret = set(range(len(params)))
         return msg.takes_session, frozenset(secret)
 
+    def task_done(self, task: str, error: list | None, result=None) -> None:
+        """An Async call's task ended (Tasks._settle): its entry is written with the outcome."""
+        entry = self.pending.pop(task, None)
+        if entry is not None:
+            _outcome(entry, error, result)
+            self.write(entry)
+
     def write(self, entry: dict) -> None:
         try:
             self.file.write(orjson.dumps(entry, default=str) + b"\n")
@@ -91,6 +102,11 @@ class Audit:
             log.exception("cannot write the audit log %s", self.path)
 
     def close(self) -> None:
+        for entry in self.pending.values():  # tasks the stop cut short
+            entry["outcome"] = "pending"
+            entry["time"] = _now()
+            self.write(entry)
+        self.pending.clear()
         if self.file:
             self.file.close()
             self.file = None
@@ -104,15 +120,29 @@ class _Entry:
 
     def finish(self, error: BaseException | None, result=None) -> None:
         e = self.entry
-        e["time"] = _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        if error is None:
-            e["outcome"] = "success"
-            if type(result) is str and result.startswith("OpaqueRef:") and "session." not in e["call"]:
-                e["result"] = result  # the object made (a task for Async calls)
-        else:
-            e["outcome"] = "failure"
-            e["error"] = error.description if isinstance(error, ApiError) else ["INTERNAL_ERROR"]
+        if error is None and e["call"].startswith("Async."):
+            e["task"] = result  # written when the task ends (Audit.task_done)
+            self.audit.pending[result] = e
+            return
+        if error is not None:
+            error = error.description if isinstance(error, ApiError) else ["INTERNAL_ERROR"]
+        _outcome(e, error, result)
         self.audit.write(e)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _outcome(e: dict, error: list | None, result) -> None:
+    e["time"] = _now()
+    if error is None:
+        e["outcome"] = "success"
+        if type(result) is str and result.startswith("OpaqueRef:") and "session." not in e["call"]:
+            e["result"] = result  # the object made
+    else:
+        e["outcome"] = "failure"
+        e["error"] = error
 
 
 def _short(value):
