@@ -42,6 +42,9 @@ _VDI_OPS = ("clone", "copy", "resize", "resize_online", "snapshot", "mirror", "d
 # what may run while the disk is attached to a running VM (copy: only read-only attached)
 _VDI_LIVE_OPS = ("snapshot", "resize_online", "blocked", "clone", "mirror", "enable_cbt",
                  "disable_cbt")
+# what a VDI whose data is gone (data_destroy: only its CBT metadata left) cannot do
+_NOT_FOR_CBT_METADATA = ("clone", "copy", "disable_cbt", "enable_cbt", "mirror", "resize",
+                         "resize_online", "snapshot", "set_on_boot")
 # VDI types a VBD may point at (others are internal to the host)
 VBD_VDI_TYPES = ("system", "user", "ephemeral", "suspend", "crashdump", "metadata", "rrd",
                  "pvs_cache")
@@ -65,6 +68,9 @@ def _assert_sr_op(store, sr, op: str) -> None:
         raise ApiError("SR_OPERATION_NOT_SUPPORTED", sr)
     if op in _NEEDS_ATTACHED and not sr_attached(store, sr):
         raise ApiError("SR_HAS_NO_PBDS", sr)
+
+
+assert_sr_op = _assert_sr_op  # for the other storage modules
 
 
 def _backed_type(sr_type: str) -> bool:
@@ -94,6 +100,9 @@ def _vdi_in_use(store, vdi) -> list[str]:
     """VBDs attached to a live domain."""
     return [b for b in store.field("VDI", vdi, "VBDs")
             if store.get("VBD", b)["currently_attached"]]
+
+
+vdi_in_use = _vdi_in_use
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,6 +148,10 @@ def vdi_op_error(store, vdi, op: str) -> tuple | None:
         return ("SR_OPERATION_NOT_SUPPORTED", sr)
     if op in _VDI_OPS_OF_SR and not row["managed"]:
         return ("VDI_NOT_MANAGED", vdi)
+    if row["type"] == "cbt_metadata" and op in _NOT_FOR_CBT_METADATA:
+        return ("VDI_INCOMPATIBLE_TYPE", vdi, "cbt_metadata")
+    if row["cbt_enabled"] and op in ("mirror", "set_on_boot"):
+        return ("VDI_CBT_ENABLED", vdi)
     if op == "destroy" and sr_row["is_tools_sr"]:
         return ("SR_OPERATION_NOT_SUPPORTED", sr)
     if op in ("destroy", "forget") and row["type"] == "rrd":
@@ -389,7 +402,7 @@ async def snapshot_vdi(ctx, vdi) -> str:
     # a snapshot of a snapshot is a snapshot of the same disk
     base = src["snapshot_of"] if src["is_a_snapshot"] else vdi
     return await _duplicate(ctx, vdi, "snapshot", is_a_snapshot=True, snapshot_of=base,
-                            snapshot_time=now())
+                            snapshot_time=now(), cbt_enabled=src["cbt_enabled"])
 
 
 async def copy_vdi(ctx, vdi, sr, *, into=NULL) -> str:
@@ -433,11 +446,8 @@ async def destroy_vdi(ctx, vdi) -> None:
     store = ctx.store
     row = _assert_vdi_op(store, vdi, "destroy")
     sr = row["SR"]
-    sr_uuid = store.get("SR", sr)["uuid"]
-    if _backed(store, sr):
-        with _busy(ctx, ("VDI", vdi, "destroy"), ("SR", sr, "vdi_destroy")), \
-                _names(sr, sr_uuid, [(row["location"], vdi)]):
-            await ctx.backend.vdi_destroy(sr_uuid, row["location"], progress=ctx.progress)
+    if row["type"] != "cbt_metadata":  # else its disk is gone already
+        await erase_disk(ctx, vdi, "destroy")
     vbds = store.field("VDI", vdi, "VBDs")
     _forget_vdi_row(ctx, vdi)
     for vbd in vbds:                                  # not left for a garbage collector
@@ -445,6 +455,18 @@ async def destroy_vdi(ctx, vdi) -> None:
     for vm in store.find("VM", suspend_VDI=vdi):
         store.update("VM", vm, {"suspend_VDI": NULL})
     await _refresh_chain(ctx, sr, row["sm_config"].get("vhd-parent"))
+
+
+async def erase_disk(ctx, vdi, op: str = "data_destroy") -> None:
+    """The backend's disk of a VDI goes (the row stays)."""
+    store = ctx.store
+    row = store.get("VDI", vdi)
+    sr = row["SR"]
+    if _backed(store, sr):
+        sr_uuid = store.get("SR", sr)["uuid"]
+        with _busy(ctx, ("VDI", vdi, op), ("SR", sr, "vdi_destroy")), \
+                _names(sr, sr_uuid, [(row["location"], vdi)]):
+            await ctx.backend.vdi_destroy(sr_uuid, row["location"], progress=ctx.progress)
 
 
 def _forget_vdi_row(ctx, vdi) -> None:
@@ -578,7 +600,8 @@ async def scan_sr(ctx, sr) -> None:
         known = {}
         for vdi in store.field("SR", sr, "VDIs"):
             vrow = store.get("VDI", vdi)
-            if vrow["location"] not in found and vrow["managed"]:
+            if (vrow["location"] not in found and vrow["managed"]
+                    and vrow["type"] != "cbt_metadata"):  # CBT metadata outlives its disk
                 _forget_vdi_row(ctx, vdi)
             else:
                 known[vrow["location"]] = vdi

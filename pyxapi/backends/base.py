@@ -405,6 +405,17 @@ class Backend(abc.ABC):
     async def domain_set_vcpus(self, vm_uuid: str, vcpus: int) -> None:
         """Change the number of online vCPUs (≤ the domain's vcpus_max)."""
 
+    # The names VM.send_trigger accepts (xenopsd's): hardware buttons and signals.
+    TRIGGERS = ("reset", "init", "nmi", "power", "sleep", "s3resume")
+
+    async def domain_send_sysrq(self, vm_uuid: str, key: str) -> None:
+        """Press the magic SysRq ``key`` (one letter or digit) in the guest."""
+        raise BackendError("NOT_IMPLEMENTED", "send_sysrq")
+
+    async def domain_send_trigger(self, vm_uuid: str, trigger: str) -> None:
+        """Fire one of :data:`TRIGGERS`; NOT_IMPLEMENTED for one the machine lacks."""
+        raise BackendError("NOT_IMPLEMENTED", "send_trigger")
+
     # ---- storage -----------------------------------------------------------------------------
 
     @abc.abstractmethod

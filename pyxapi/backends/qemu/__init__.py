@@ -842,6 +842,22 @@ class QemuBackend(Backend):
             raise BackendError("INVALID_VALUE", "memory_target", target)
         await m.execute("balloon", {"value": target})
 
+    # QMP commands for VM.send_trigger; "init" and "sleep" have none
+    _TRIGGERS = {"nmi": "inject-nmi", "reset": "system_reset", "power": "system_powerdown",
+                 "s3resume": "system_wakeup"}
+
+    async def domain_send_sysrq(self, vm_uuid: str, key: str) -> None:
+        m = self._live(vm_uuid)
+        await m.execute("send-key", {"keys": [{"type": "qcode", "data": k}
+                                              for k in ("alt", "sysrq", key)]})
+
+    async def domain_send_trigger(self, vm_uuid: str, trigger: str) -> None:
+        m = self._live(vm_uuid)
+        command = self._TRIGGERS.get(trigger)
+        if command is None:
+            raise BackendError("NOT_IMPLEMENTED", "send_trigger")
+        await m.execute(command)
+
     async def domain_set_vcpus(self, vm_uuid: str, vcpus: int) -> None:
         m = self._live(vm_uuid)
         vcpus = int(vcpus)

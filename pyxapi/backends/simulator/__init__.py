@@ -148,6 +148,7 @@ class SimulatorBackend(Backend):
         self._leases: dict[str, str] = {}      # mac → IPv4 address
         self._next_ip = int(ipaddress.IPv4Address("10.0.0.10"))
         self.state_dir = Path(state_dir) if state_dir else None
+        self._reactions: set[asyncio.Task] = set()  # guests reacting to keys and triggers
         self._load_storage()
 
     # ================================================================ plumbing
@@ -643,6 +644,29 @@ class SimulatorBackend(Backend):
             raise BackendError("INVALID_VALUE", "VCPUs_number", vcpus)
         await self._work("set_vcpus")
         d.vcpus = vcpus
+
+    # SysRq keys and triggers whose effect a guest shows: it goes down by itself, as on Xen
+    _SYSRQ_STOPS = {"b": "reboot", "o": "halt", "c": "crash"}
+    _TRIGGER_STOPS = {"reset": "reboot", "power": "halt"}
+
+    async def domain_send_sysrq(self, vm_uuid: str, key: str) -> None:
+        self._stop_later(self._live(vm_uuid), self._SYSRQ_STOPS.get(key))
+
+    async def domain_send_trigger(self, vm_uuid: str, trigger: str) -> None:
+        self._stop_later(self._live(vm_uuid), self._TRIGGER_STOPS.get(trigger))
+
+    def _stop_later(self, d: Domain, reason: str | None) -> None:
+        """The guest reacts after the call returns, as a real one does."""
+        if reason is None or d.state == "paused":
+            return
+
+        async def stop():
+            if self._domains.get(d.vm_uuid) is d:
+                await self.simulate_guest_stop(d.vm_uuid, reason)
+
+        task = asyncio.get_running_loop().create_task(stop())
+        self._reactions.add(task)
+        task.add_done_callback(self._reactions.discard)
 
     # ---- simulator-only hooks ------------------------------------------------------------
 
