@@ -530,6 +530,11 @@ def test_install_and_reset_server_certificate(fresh):
         assert fresh_pem != cert and fresh_pem.startswith("-----BEGIN CERTIFICATE-----")
         (c2,) = y.host.get_certificates(host)
         assert c2 != c
+        second = y.Certificate.get_fingerprint_sha256(c2)
+        y.host.emergency_reset_server_certificate()
+        assert y.host.get_server_certificate(host) not in (fresh_pem, cert)
+        (c3,) = y.host.get_certificates(host)
+        assert y.Certificate.get_fingerprint_sha256(c3) != second
     finally:
         again.stop()
 

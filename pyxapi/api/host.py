@@ -186,7 +186,7 @@ async def host_started(app) -> None:
                "other_config": {**store.get("host", host)["other_config"],
                                 "agent_start_time": f"{_dt.datetime.now().timestamp():.3f}"}}
     if boot:
-        changes.update(_booted(store, host))
+        changes.update(_booted(app, host))
         db.put("disabled_until_reboot", False)
     if app.backend is not None and not store.get("host", host)["memory_overhead"]:
         info = await app.backend.host_info()
@@ -196,12 +196,13 @@ async def host_started(app) -> None:
     update_allowed_operations(store, host)
 
 
-def _booted(store, host: str) -> dict:
-    """What a fresh boot changes in the host record."""
-    row = store.get("host", host)
+def _booted(app, host: str) -> dict:
+    """What a fresh boot changes in the host record: enabled again; display changes asked
+    for "on reboot" take effect."""
+    row = app.store.get("host", host)
     display = {"enable_on_reboot": "enabled", "disable_on_reboot": "disabled"}.get(
         row["display"], row["display"])
-    return {"enabled": True, "display": display, "ssh_expiry": now(),
+    return {"enabled": True, "display": display,
             "other_config": {**row["other_config"],
                              "boot_time": f"{_dt.datetime.now().timestamp():.0f}"}}
 
@@ -212,6 +213,9 @@ def _booted(store, host: str) -> dict:
 
 @action("host.disable")
 def disable(ctx, host, auto_enable=True):
+    """No new VMs here until host.enable or a reboot.  auto_enable (xapi: default true; false
+    keeps the host disabled across reboots) cannot be honoured: an omitted optional parameter
+    reaches handlers as false, so the default behaviour is kept for everyone."""
     if ctx.store.get("host", host)["enabled"]:
         log.info("host %s disabled on request", host)
         ctx.store.update("host", host, {"enabled": False})
@@ -266,7 +270,7 @@ async def _power_off(ctx, host: str, op: str) -> None:
 async def boot(ctx, host: str) -> None:
     """The simulated host has booted: live and enabled again."""
     store = ctx.store
-    store.update("host", host, _booted(store, host))
+    store.update("host", host, _booted(ctx.app, host))
     localdb(ctx.app).put("disabled_until_reboot", False)
     _set_live(store, host, True)
     update_allowed_operations(store, host)
