@@ -2,6 +2,7 @@
 through XenAPI.py and JSON-RPC against a real server."""
 import re
 import threading
+import time
 import xmlrpc.client
 
 import pytest
@@ -179,6 +180,45 @@ def test_logout_wakes_parked_call_with_session_invalid(server):
     result = in_thread(getattr(parked.event, "from"), ref, ["vm"], token, 120.0)
     assert other.session.logout(ref)["Status"] == "Success"
     assert result()["ErrorDescription"] == ["SESSION_INVALID", ref]
+
+
+def test_watchers_woken_by_one_write_each_get_the_batch_in_their_own_envelope(server, xapi):
+    """Watchers parked from the same token share one built and encoded batch: every wire
+    form and JSON-RPC id must still come out right, and other subscriptions stay apart."""
+    vm = make_vm(xapi, "ev-fanout")
+    host = xapi.host.get_all()[0]
+    token = now_token(xapi)
+    ref = server.jsonrpc("session.login_with_password", ["root", PASSWORD])["result"]
+
+    def xml():
+        return getattr(xmlrpc.client.ServerProxy(server.http).event, "from")(ref, ["vm"], token, 60.0)
+
+    def json(id_, version, classes=("vm",)):
+        return server.jsonrpc("event.from", [ref, list(classes), token, 60.0], id_, version)
+
+    calls = {"xml1": in_thread(xml), "xml2": in_thread(xml), "j7": in_thread(json, 7, "2.0"),
+             "jabc": in_thread(json, "abc", "2.0"), "j9": in_thread(json, 9, "1.0"),
+             "one_vm": in_thread(json, 11, "2.0", [f"vm/{vm}"])}
+    host_watch = in_thread(json, 12, "2.0", ["host"])
+    time.sleep(0.5)  # parked together, so that one write wakes them all at once
+    xapi.VM.set_name_label(vm, "ev-fanned")
+    got = {name: call() for name, call in calls.items()}
+    for name in ("xml1", "xml2"):
+        assert got[name]["Status"] == "Success"
+        got[name] = got[name]["Value"]
+    assert got["j7"]["id"] == 7 and got["jabc"]["id"] == "abc" and got["j9"]["id"] == 9
+    assert got["j9"]["error"] is None and "jsonrpc" not in got["j9"] and got["j7"]["jsonrpc"] == "2.0"
+    batches = {name: (g["result"] if name[0] in "jo" else g) for name, g in got.items()}
+    for batch in batches.values():
+        assert [(e["operation"], e["ref"], e["snapshot"]["name_label"]) for e in batch["events"]] == [
+            ("mod", vm, "ev-fanned")]
+    assert len({b["token"] for b in batches.values()}) == 1
+    assert batches["xml1"] == batches["xml2"] and batches["j7"] == batches["jabc"] == batches["j9"]
+    xapi.host.set_name_description(host, "ev-fanout host")  # the host watcher slept through the VM
+    host_batch = host_watch()["result"]
+    assert [(e["class"], e["ref"]) for e in host_batch["events"]] == [("host", host)]
+    server.jsonrpc("session.logout", [ref])
+    xapi.VM.destroy(vm)
 
 
 def test_power_state_change_is_seen(xapi):

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import ApiError
+from ..wire import Shared
 from .registry import action
 
 # Classes whose objects never produce events, as in xapi (session refs are secrets).
@@ -127,9 +128,10 @@ async def _wait(ctx, subs: Subs, seen: int, timeout: float) -> bool:
 
 
 # The last non-empty batch built: the watchers one write wakes, parked from the same point
-# with the same subscriptions, all get this one reply instead of building it each. They
-# were all woken in one go, so their turns come before the callback that then drops it:
-# a big reply (every object, for a client connecting) must not outlive its delivery.
+# with the same subscriptions, all get this one reply instead of building it each (and, as
+# a wire.Shared, it is encoded once per wire format too). They were all woken in one go, so
+# their turns come before the callback that then drops it: a big reply (every object, for a
+# client connecting) must not outlive its delivery.
 _shared: list = [None, None]  # [key, reply]
 
 
@@ -153,7 +155,7 @@ async def event_from(ctx, classes, token, timeout):
         events = collect(store, subs, since, "0.0", seen)
         seen = store.generation  # nothing wanted up to here: a wake-up walks only what follows
         if events:
-            reply = _batch(store, subs, events, seen)
+            reply = Shared(_batch(store, subs, events, seen))
             _shared[:] = key, reply
             asyncio.get_running_loop().call_soon(_forget, reply)
             return reply

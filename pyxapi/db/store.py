@@ -62,6 +62,7 @@ class Store:
         self.dirty: dict[tuple[str, str], str] = {}
         # parked event readers: a class name or (class, ref) -> futures to wake on a write there
         self._waiters: dict[object, set[asyncio.Future]] = {}
+        self._to_wake: set = set()  # keys of _waiters written to since the last wake-up pass
         self._flush_scheduled = False
         self._durable_waiters: list[asyncio.Future] = []  # replies held until the next commit
 
@@ -215,10 +216,16 @@ class Store:
                 asyncio.get_running_loop().call_soon(self.commit)
             except RuntimeError:
                 self._flush_scheduled = False
-        # after the commit is queued: the readers it wakes then find the write durable and
-        # answer at once, instead of each parking again on `durable()`
-        if self._waiters:
-            self._wake(cls, key)
+        # The readers are woken in one pass after the commit (queued first: they find the write
+        # durable and answer at once, instead of each parking again on `durable()`), so a write
+        # costs a set insertion per reader key, and its own reply is queued before theirs.
+        waiters = self._waiters
+        if waiters:
+            hit = [k for k in (None, cls, key) if k in waiters]
+            if hit:
+                if not self._to_wake:
+                    asyncio.get_running_loop().call_soon(self._wake)
+                self._to_wake.update(hit)
 
     # ---- events ------------------------------------------------------------
 
@@ -257,9 +264,11 @@ class Store:
                     if not waiting:
                         del self._waiters[k]
 
-    def _wake(self, cls: str, key: tuple[str, str]) -> None:
-        for k in (None, cls, key):
-            for fut in self._waiters.get(k, ()):
+    def _wake(self) -> None:
+        """Wake every reader waiting on a key written to since the last pass."""
+        keys, self._to_wake = self._to_wake, set()
+        for k in keys:
+            for fut in self._waiters.pop(k, ()):  # they each leave their other keys' sets
                 _resolve(fut, True)
 
     def prune_changes(self, keep: int = 100_000) -> None:

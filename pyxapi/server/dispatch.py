@@ -19,7 +19,7 @@ from ..model import Message, Model
 from ..model.nulls import accepts_null, check_table
 from ..model.types import Ref
 from ..model.values import NULL_REF, from_wire, type_default
-from ..wire import jsonrpc, xmlrpc
+from ..wire import Shared, jsonrpc, xmlrpc
 
 log = logging.getLogger("pyxapi.dispatch")
 
@@ -202,7 +202,12 @@ class Dispatcher:
         except xmlrpc.WireError as e:
             return xmlrpc.fault(-32700, f"parse error: {e}")
         try:
-            return xmlrpc.success(await self.call(method, params))
+            result = await self.call(method, params)
+            if type(result) is Shared:  # the same bytes for every call that returns it
+                if result.xml is None:
+                    result.xml = xmlrpc.success(dict(result))
+                return result.xml
+            return xmlrpc.success(result)
         except ApiError as e:
             return xmlrpc.failure(e.description)
         except Exception as e:  # never a traceback on the wire
@@ -214,7 +219,15 @@ class Dispatcher:
         except jsonrpc.WireError as e:
             return jsonrpc.protocol_error(str(e), e.id, e.version, e.code)
         try:
-            return jsonrpc.success(await self.call(method, params), id_, version)
+            result = await self.call(method, params)
+            if type(result) is Shared:  # encoded once and embedded, from its second call on
+                if result.json is None:  # (the first as usual: a reply to one call only, maybe
+                    result.json = False  # huge, is not held encoded twice)
+                else:
+                    if result.json is False:
+                        result.json = jsonrpc.fragment(dict(result))
+                    result = result.json
+            return jsonrpc.success(result, id_, version)
         except ApiError as e:
             return jsonrpc.failure(e.description, id_, version)
         except Exception as e:

@@ -9,7 +9,18 @@ from __future__ import annotations
 import datetime as _dt
 import re as _re
 
-__all__ = ["WireError", "format_datetime", "parse_datetime"]
+__all__ = ["Shared", "WireError", "format_datetime", "parse_datetime"]
+
+
+class Shared(dict):
+    """A struct that many replies carry as is (event.from's batch, to every watcher one write
+    wakes): the dispatcher encodes it once per wire format and keeps the bytes here."""
+
+    __slots__ = ("xml", "json")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.xml = self.json = None
 
 
 class WireError(ValueError):

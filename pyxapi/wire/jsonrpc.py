@@ -34,6 +34,7 @@ __all__ = [
     "WireError",
     "encode_call",
     "failure",
+    "fragment",
     "parse_call",
     "protocol_error",
     "success",
@@ -108,6 +109,11 @@ def success(value, id, version: str) -> bytes:
     if version == "2.0":
         return _dumps({"jsonrpc": "2.0", "result": value, "id": id})
     return _dumps({"result": value, "error": None, "id": id})
+
+
+def fragment(value) -> orjson.Fragment:
+    """`value` encoded once, for `success` to embed as is in many replies."""
+    return orjson.Fragment(_dumps(value))
 
 
 def failure(error_description: list[str], id, version: str) -> bytes:
