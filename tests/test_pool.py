@@ -77,7 +77,7 @@ def test_ssh_enable_disable_and_timeouts(fresh):
     assert int(x.host.get_ssh_enabled_timeout(host)) == 600
     x.pool.enable_ssh(pool)
     rec = x.host.get_record(host)
-    assert rec["ssh_enabled"] is True and rec["ssh_auto_mode"] is False  # enabling ends auto mode
+    assert rec["ssh_enabled"] is True
     expiry = dt.datetime.strptime(rec["ssh_expiry"].value, "%Y%m%dT%H:%M:%SZ")
     assert dt.timedelta(seconds=500) < expiry - dt.datetime.now(dt.UTC).replace(tzinfo=None) \
         <= dt.timedelta(seconds=601)
@@ -268,6 +268,8 @@ def test_ha_enable_disable_on_local_storage(fresh):
     assert failure(x.pool.eject, the_host(x)) == ["HA_IS_ENABLED"]
     assert failure(x.pool.join, "192.0.2.1", "root", "x") == ["HA_IS_ENABLED"]
     assert failure(x.pool.rotate_secret) == ["HA_IS_ENABLED"]
+    assert failure(x.pool.emergency_transition_to_master) == ["HA_IS_ENABLED"]
+    assert failure(x.pool.emergency_reset_master, "127.0.0.1") == ["HA_IS_ENABLED"]
     net = x.PIF.get_network(x.host.get_management_interface(the_host(x)))
     assert failure(x.pool.management_reconfigure, net) == ["HA_IS_ENABLED"]
     assert x.pool.check_update_readiness(pool, False) == [["HA_IS_ENABLED"]]
@@ -363,6 +365,8 @@ def test_membership_calls_of_a_lone_master(server, xapi):
     assert failure(x.pool.join, "192.0.2.1", "root", "x") == ["JOINING_HOST_CONNECTION_FAILED"]
     assert failure(x.pool.join, "no-such-host.invalid", "root", "x") == ["JOINING_HOST_CONNECTION_FAILED"]
     assert failure(x.pool.eject, host) == ["INTERNAL_ERROR", "Xapi_pool.Cannot_eject_master"]
+    assert failure(x.pool.emergency_reset_master, "no-such-host.invalid") == \
+        ["INTERNAL_ERROR", "Couldn't resolve hostname: no-such-host.invalid"]
     assert x.host.get_all() == [host] and x.pool.get_master(the_pool(x)) == host
 
 
@@ -379,13 +383,13 @@ def test_external_auth(xapi):
     assert failure(x.pool.enable_external_auth, pool, {}, "corp.example", "LDAP") == \
         ["AUTH_UNKNOWN_TYPE", "LDAP"]
     assert failure(x.pool.enable_external_auth, pool, {}, "corp.example", "") == ["AUTH_UNKNOWN_TYPE", ""]
-    assert failure(x.pool.enable_external_auth, pool, {}, "corp.example", "AD")[:2] == \
-        ["POOL_AUTH_ENABLE_FAILED", host]
-    assert failure(x.pool.enable_external_auth, pool, {"user": "a", "pass": "b"}, "corp.example",
-                   "AD")[:2] == ["POOL_AUTH_ENABLE_FAILED_DOMAIN_LOOKUP_FAILED", host]
+    # the host's AUTH_ENABLE_FAILED_* comes back as the pool's, naming the host
+    got = failure(x.pool.enable_external_auth, pool, {"user": "a", "pass": "b"}, "corp.example", "AD")
+    assert got[0].startswith("POOL_AUTH_ENABLE_FAILED") and got[1] == host and len(got) == 3
     assert x.host.get_external_auth_type(host) == ""
     x.pool.disable_external_auth(pool, {})  # nothing enabled: done already
     assert x.host.get_external_auth_type(host) == ""
+    assert failure(x.pool.external_auth_set_ldaps, pool, True, False) == ["AUTH_IS_DISABLED"]
 
 
 def test_wlb_not_configured(xapi):

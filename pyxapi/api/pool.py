@@ -21,7 +21,7 @@ from ..errors import ApiError
 from ..model.values import EPOCH
 from . import network as _network
 from . import storage as _storage
-from .registry import action
+from .registry import ACTIONS, action
 
 
 def the_pool(store) -> str:
@@ -36,6 +36,12 @@ def _wire_time(t: _dt.datetime) -> str:
     return t.strftime("%Y%m%dT%H:%M:%SZ")
 
 
+async def _host_call(ctx, name: str, *args):
+    """Run the host action ``name`` (host.py) as xapi's pool calls run Host.* on each member."""
+    result = ACTIONS[name](ctx, *args)
+    return await result if asyncio.iscoroutine(result) else result
+
+
 def _assert_ha_disabled(store) -> None:
     if store.get("pool", the_pool(store))["ha_enabled"]:
         raise ApiError("HA_IS_ENABLED")
@@ -46,41 +52,36 @@ def _assert_ha_disabled(store) -> None:
 # error, as xapi's pool calls report them
 # ---------------------------------------------------------------------------------------------
 
-def _on_every_host(store, apply, error: str) -> None:
+async def _on_every_host(ctx, apply, error: str) -> None:
     failed = []
-    for host in _hosts(store):
+    for host in _hosts(ctx.store):
         try:
-            apply(host)
+            result = apply(host)
+            if asyncio.iscoroutine(result):
+                await result
         except ApiError:
             failed.append(host)
     if failed:
         raise ApiError(error, *failed)
 
 
-def _enable_ssh_on(store, host) -> None:
-    row = store.get("host", host)
-    changes = {"ssh_enabled": True, "ssh_auto_mode": False}  # enabling turns auto mode off
-    if row["ssh_enabled_timeout"] > 0:
-        changes["ssh_expiry"] = now() + _dt.timedelta(seconds=row["ssh_enabled_timeout"])
-    store.update("host", host, changes)
-
-
 @action("pool.enable_ssh")
-def enable_ssh(ctx, self):
-    _on_every_host(ctx.store, lambda h: _enable_ssh_on(ctx.store, h), "ENABLE_SSH_PARTIALLY_FAILED")
+async def enable_ssh(ctx, self):
+    await _on_every_host(ctx, lambda h: _host_call(ctx, "host.enable_ssh", h),
+                         "ENABLE_SSH_PARTIALLY_FAILED")
 
 
 @action("pool.disable_ssh")
-def disable_ssh(ctx, self):
-    _on_every_host(ctx.store, lambda h: ctx.store.update("host", h, {"ssh_enabled": False}),
-                   "DISABLE_SSH_PARTIALLY_FAILED")
+async def disable_ssh(ctx, self):
+    await _on_every_host(ctx, lambda h: _host_call(ctx, "host.disable_ssh", h),
+                         "DISABLE_SSH_PARTIALLY_FAILED")
 
 
 MAX_SSH_TIMEOUT = 2 * 24 * 60 * 60
 
 
 @action("pool.set_ssh_enabled_timeout")
-def set_ssh_enabled_timeout(ctx, self, value):
+async def set_ssh_enabled_timeout(ctx, self, value):
     store = ctx.store
 
     def apply(host):
@@ -91,11 +92,11 @@ def set_ssh_enabled_timeout(ctx, self, value):
             changes["ssh_expiry"] = now() + _dt.timedelta(seconds=value) if value else EPOCH
         store.update("host", host, changes)
 
-    _on_every_host(store, apply, "SET_SSH_TIMEOUT_PARTIALLY_FAILED")
+    await _on_every_host(ctx, apply, "SET_SSH_TIMEOUT_PARTIALLY_FAILED")
 
 
 @action("pool.set_console_idle_timeout")
-def set_console_idle_timeout(ctx, self, value):
+async def set_console_idle_timeout(ctx, self, value):
     store = ctx.store
 
     def apply(host):
@@ -103,13 +104,13 @@ def set_console_idle_timeout(ctx, self, value):
             raise ApiError("INVALID_VALUE", "console_timeout", value)
         store.update("host", host, {"console_idle_timeout": value})
 
-    _on_every_host(store, apply, "SET_CONSOLE_TIMEOUT_PARTIALLY_FAILED")
+    await _on_every_host(ctx, apply, "SET_CONSOLE_TIMEOUT_PARTIALLY_FAILED")
 
 
 @action("pool.set_ssh_auto_mode")
-def set_ssh_auto_mode(ctx, self, value):
-    _on_every_host(ctx.store, lambda h: ctx.store.update("host", h, {"ssh_auto_mode": value}),
-                   "SET_SSH_AUTO_MODE_PARTIALLY_FAILED")
+async def set_ssh_auto_mode(ctx, self, value):
+    await _on_every_host(ctx, lambda h: ctx.store.update("host", h, {"ssh_auto_mode": value}),
+                         "SET_SSH_AUTO_MODE_PARTIALLY_FAILED")
 
 
 @action("pool.set_https_only")
@@ -199,9 +200,6 @@ def test_archive_target(ctx, self, config):
 # licensing: XCP-ng has a single edition
 # ---------------------------------------------------------------------------------------------
 
-EDITIONS = ("xcp-ng",)
-
-
 @action("pool.get_license_state")
 def get_license_state(ctx, self):
     store = ctx.store
@@ -211,16 +209,17 @@ def get_license_state(ctx, self):
 
 
 @action("pool.apply_edition")
-def apply_edition(ctx, self, edition):
-    if edition not in EDITIONS:
-        raise ApiError("INVALID_EDITION", edition)
+async def apply_edition(ctx, self, edition):
     for host in _hosts(ctx.store):
-        ctx.store.update("host", host, {"edition": edition})
+        await _host_call(ctx, "host.apply_edition", host, edition, False)
 
 
 @action("pool.has_extension")
-def has_extension(ctx, self, name):
-    return False  # no host plugin directory holds extensions here
+async def has_extension(ctx, self, name):
+    for host in _hosts(ctx.store):
+        if not await _host_call(ctx, "host.has_extension", host, name):
+            return False
+    return True
 
 
 @action("pool.get_guest_secureboot_readiness")
@@ -598,7 +597,7 @@ def create_vlan_from_pif(ctx, pif, network, VLAN):
 
 
 @action("pool.management_reconfigure")
-def management_reconfigure(ctx, network):
+async def management_reconfigure(ctx, network):
     store = ctx.store
     _assert_ha_disabled(store)
     pifs = store.field("network", network, "PIFs")
@@ -618,10 +617,7 @@ def management_reconfigure(ctx, network):
         if address_type == "IPv6" and row["ipv6_configuration_mode"] == "None":
             raise ApiError("PIF_HAS_NO_V6_NETWORK_CONFIGURATION", p)
     for host, pif in on_host.items():
-        for old in store.field("host", host, "PIFs"):
-            if old != pif and store.get("PIF", old)["management"]:
-                store.update("PIF", old, {"management": False})
-        store.update("PIF", pif, {"management": True, "currently_attached": True})
+        await _host_call(ctx, "host.management_reconfigure", pif)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -684,6 +680,18 @@ def designate_new_master(ctx, host):
 @action("pool.emergency_transition_to_master")
 def emergency_transition_to_master(ctx):
     """Already the master: xapi restarts into the role it has; nothing changes."""
+    _assert_ha_disabled(ctx.store)
+
+
+@action("pool.emergency_reset_master")
+async def emergency_reset_master(ctx, master_address):
+    _assert_ha_disabled(ctx.store)
+    try:
+        await asyncio.get_running_loop().getaddrinfo(master_address, None)
+    except OSError:
+        raise ApiError("INTERNAL_ERROR", f"Couldn't resolve hostname: {master_address}") from None
+    # xapi would now restart as a member of that master's pool: beyond a simulated host
+    raise ApiError("NOT_IMPLEMENTED", "pool.emergency_reset_master")
 
 
 @action("pool.recover_slaves")
@@ -696,31 +704,54 @@ def recover_slaves(ctx):
 # ---------------------------------------------------------------------------------------------
 
 @action("pool.enable_external_auth")
-def enable_external_auth(ctx, pool, config, service_name, auth_type):
+async def enable_external_auth(ctx, pool, config, service_name, auth_type):
+    """Host.enable_external_auth on each host; the first failure is the pool's, as xapi
+    reports it (AUTH_ENABLE_FAILED_* become POOL_AUTH_ENABLE_FAILED_* naming the host)."""
     store = ctx.store
     hosts = _hosts(store)
     for host in hosts:
         if store.get("host", host)["external_auth_type"]:
             raise ApiError("POOL_AUTH_ALREADY_ENABLED", host)
-    host = hosts[0]
-    if auth_type != "AD":
-        raise ApiError("AUTH_UNKNOWN_TYPE", auth_type)
-    if "user" not in config or "pass" not in config:
-        raise ApiError("POOL_AUTH_ENABLE_FAILED", host,
-                       "enable requires two config params: user and pass.")
-    # joining the domain needs its controllers, found through DNS: none answer here
-    raise ApiError("POOL_AUTH_ENABLE_FAILED_DOMAIN_LOOKUP_FAILED", host,
-                   f"Failed to look up domain {service_name}")
+    done = []
+    for host in hosts:
+        try:
+            await _host_call(ctx, "host.enable_external_auth", host, config, service_name, auth_type)
+        except ApiError as e:
+            for h in done:  # best-effort rollback
+                try:
+                    await _host_call(ctx, "host.disable_external_auth", h, config, False)
+                except ApiError:
+                    pass
+            raise _pool_auth_error(e, host, "ENABLE") from None
+        done.append(host)
+
+
+def _pool_auth_error(e: ApiError, host: str, verb: str) -> ApiError:
+    if e.code == "AUTH_UNKNOWN_TYPE":
+        return e
+    message = e.params[0] if len(e.params) == 1 else str(e)
+    if e.code.startswith(f"AUTH_{verb}_FAILED"):
+        return ApiError("POOL_" + e.code, host, message)
+    return ApiError(f"POOL_AUTH_{verb}_FAILED", host, str(e))
 
 
 @action("pool.disable_external_auth")
-def disable_external_auth(ctx, pool, config):
-    """Hosts without external auth are left as they are: xapi treats that as done."""
-    store = ctx.store
-    for host in _hosts(store):
-        if store.get("host", host)["external_auth_type"]:
-            store.update("host", host, {"external_auth_type": "", "external_auth_service_name": "",
-                                        "external_auth_configuration": {}})
+async def disable_external_auth(ctx, pool, config):
+    """Host.disable_external_auth on every host (each is tried), then the first failure."""
+    failed = []
+    for host in _hosts(ctx.store):
+        try:
+            await _host_call(ctx, "host.disable_external_auth", host, config, False)
+        except ApiError as e:
+            failed.append(_pool_auth_error(e, host, "DISABLE"))
+    if failed:
+        raise failed[0]
+
+
+@action("pool.external_auth_set_ldaps")
+async def external_auth_set_ldaps(ctx, pool, ldaps, force):
+    for host in _hosts(ctx.store):
+        await _host_call(ctx, "host.external_auth_set_ldaps", host, ldaps, force)
 
 
 # ---------------------------------------------------------------------------------------------
