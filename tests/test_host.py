@@ -545,9 +545,11 @@ def test_restart_agent_keeps_sessions(fresh):
     srv, x = fresh
     host = host_of(x)
     started = x.host.get_other_config(host)["agent_start_time"]
+    x.host.disable(host)
     x.host.restart_agent(host)
     wait_for(lambda: x.host.get_other_config(host)["agent_start_time"] != started)
-    assert x.host.get_enabled(host) is True  # the same session still works
+    # the same session still works, and xapi's default auto_enable enabled the host again
+    assert x.host.get_enabled(host) is True
 
 
 def test_shutdown_agent_stops_the_server(fresh):

@@ -177,12 +177,14 @@ def _end(store, host: str, key: str) -> None:
 
 @on_loop_start_hook
 async def host_started(app) -> None:
-    """Every start of the agent: the host is live; a reboot that was under way has finished;
-    operations whose tasks died with the old agent are forgotten."""
+    """Every start of the agent: the host is live and enabled (xapi's consider_enabling_host:
+    a host disabled with the default auto_enable comes back after a toolstack restart); a
+    reboot that was under way has finished; operations whose tasks died with the agent are
+    forgotten."""
     store, host = app.store, app.host_ref
     db = localdb(app)
     boot = db.get("disabled_until_reboot", False)
-    changes = {"current_operations": {},
+    changes = {"current_operations": {}, "enabled": True,
                "other_config": {**store.get("host", host)["other_config"],
                                 "agent_start_time": f"{_dt.datetime.now().timestamp():.3f}"}}
     if boot:
