@@ -308,6 +308,21 @@ def test_redo_log(fresh):
     assert x.pool.get_redo_log_enabled(pool) is False
 
 
+def test_local_storage_caching(fresh):
+    x = fresh
+    pool, host, sr = the_pool(x), the_host(x), local_sr(x)
+    # the host must be disabled (and run no guest) first: xapi names the hosts that refused
+    assert failure(x.pool.enable_local_storage_caching, pool) == ["HOSTS_FAILED_TO_ENABLE_CACHING", host]
+    assert failure(x.pool.disable_local_storage_caching, pool) == ["HOSTS_FAILED_TO_DISABLE_CACHING", host]
+    assert x.host.get_local_cache_sr(host) == NULL
+    x.host.disable(host)
+    x.pool.enable_local_storage_caching(pool)
+    assert x.host.get_local_cache_sr(host) == sr and x.SR.get_local_cache_enabled(sr) is True
+    x.pool.disable_local_storage_caching(pool)
+    assert x.host.get_local_cache_sr(host) == NULL and x.SR.get_local_cache_enabled(sr) is False
+    x.host.enable(host)
+
+
 # ---- networking ---------------------------------------------------------------------------
 
 def _new_network(x, name):

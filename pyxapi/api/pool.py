@@ -564,6 +564,35 @@ def disable_redo_log(ctx):
     store.update("pool", the_pool(store), {"redo_log_enabled": False})
 
 
+@action("pool.enable_local_storage_caching")
+async def enable_local_storage_caching(ctx, self):
+    """Host.enable_local_storage_caching on each host with a local SR of its own; the hosts
+    where none took it are named in the error."""
+    store = ctx.store
+    failed = []
+    for host in _hosts(store):
+        done = False
+        for sr, row in store.tables["SR"].items():
+            pbds = store.field("SR", sr, "PBDs")
+            if row["shared"] or len(pbds) != 1 or store.get("PBD", pbds[0])["host"] != host:
+                continue
+            try:
+                await _host_call(ctx, "host.enable_local_storage_caching", host, sr)
+                done = True
+            except ApiError:
+                pass
+        if not done:
+            failed.append(host)
+    if failed:
+        raise ApiError("HOSTS_FAILED_TO_ENABLE_CACHING", *failed)
+
+
+@action("pool.disable_local_storage_caching")
+async def disable_local_storage_caching(ctx, self):
+    await _on_every_host(ctx, lambda h: _host_call(ctx, "host.disable_local_storage_caching", h),
+                         "HOSTS_FAILED_TO_DISABLE_CACHING")
+
+
 # ---------------------------------------------------------------------------------------------
 # networking across the pool: the host-level actions of network.py, on every host
 # ---------------------------------------------------------------------------------------------
