@@ -48,11 +48,15 @@ def test_enable_disable_cbt(xapi, sr):
     x.VDI.enable_cbt(vdi)
     assert x.VDI.get_cbt_enabled(vdi) is True
     x.VDI.enable_cbt(vdi)  # already: nothing to do
+    assert failure(x.VDI.set_on_boot, vdi, "reset") == ["VDI_CBT_ENABLED", vdi]
+    assert x.VDI.get_on_boot(vdi) == "persist"
     snap = x.VDI.snapshot(vdi, {})
     assert x.VDI.get_cbt_enabled(snap) is True  # a snapshot keeps the tracking
     assert failure(x.VDI.disable_cbt, snap) == ["OPERATION_NOT_ALLOWED", f"VDI is a snapshot: {snap}"]
     x.VDI.disable_cbt(vdi)
     assert x.VDI.get_cbt_enabled(vdi) is False
+    x.VDI.set_on_boot(vdi, "reset")
+    assert x.VDI.get_on_boot(vdi) == "reset"
 
 
 def test_cbt_refusals_change_nothing(xapi, sr):

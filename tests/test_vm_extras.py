@@ -226,9 +226,14 @@ def test_call_plugin_without_guest_feature(xapi, running):
     assert err[:2] == ["XENAPI_PLUGIN_FAILURE", "failed to execute fn"]
 
 
-def test_call_host_plugin_unknown(xapi, halted):
-    err = failure(xapi.VM.call_host_plugin, halted, "no-such-plugin", "main", {})
+def test_call_host_plugin(xapi, halted):
+    """host.call_plugin on the VM's host: the same answers, errors included."""
+    x = xapi
+    host = x.host.get_all()[0]
+    err = failure(x.VM.call_host_plugin, halted, "no-such-plugin", "main", {})
     assert err == ["XENAPI_MISSING_PLUGIN", "no-such-plugin"]
+    assert x.VM.call_host_plugin(halted, "updater.py", "check_update", {}) == \
+        x.host.call_plugin(host, "updater.py", "check_update", {})
 
 
 def test_what_xapi_does_not_implement(xapi, halted):

@@ -88,6 +88,18 @@ async def data_destroy(ctx, vdi):
     await storage.refresh_sr(ctx, sr)
 
 
+@action("VDI.set_on_boot")
+def set_on_boot(ctx, vdi, value):
+    """"reset" makes the disk go back to its content at every boot: refused while CBT tracks
+    it (VDI_CBT_ENABLED), as for a disk in use or on an SR that cannot."""
+    store = ctx.store
+    row = _assert_vdi(store, vdi, "set_on_boot")
+    if not storage.sr_attached(store, row["SR"]):
+        raise ApiError("SR_HAS_NO_PBDS", row["SR"])
+    store.update("VDI", vdi, {"on_boot": value})
+    storage.update_vdi_ops(store, vdi)
+
+
 @action("VDI.revert")
 async def revert(ctx, snapshot):
     """The disk the snapshot was taken of gets the snapshot's content back, keeping its own
