@@ -1,6 +1,6 @@
 """Events under load: delivery latency and the cost of parked event.from clients.
 
-    python -m bench.events [--smoke] [--watchers 200] [--writes 40] [--duration 4] [--procs 4]
+    python -m bench.events [--smoke] [--watchers 200] [--writes 40] [--duration 4] [--procs 2]
 
 Against a pyxapi server it starts itself (loopback only), it measures:
 
@@ -336,7 +336,7 @@ def measure(workdir: pathlib.Path, port: int, n_watchers: int, writes: int, dura
 
 
 def run(workdir: pathlib.Path, smoke: bool = False, watchers: int = 200, writes: int | None = None,
-        duration: float | None = None, conns: int = 16, procs: int = 4) -> dict:
+        duration: float | None = None, conns: int = 16, procs: int = 2) -> dict:
     """Entry point for `python -m bench` (figures under `events`)."""
     writes = writes or (3 if smoke else 40)
     duration = duration or (1 if smoke else 4)
@@ -356,7 +356,8 @@ def main() -> None:
     ap.add_argument("--writes", type=int)
     ap.add_argument("--duration", type=float)
     ap.add_argument("--connections", type=int, default=16)
-    ap.add_argument("--procs", type=int, default=4, help="processes the watchers are spread over")
+    ap.add_argument("--procs", type=int, default=2,
+                    help="processes the watchers are spread over (default: one per CPU of a 2-CPU box)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="pyxapi-bench-events-") as tmp:
         result = run(pathlib.Path(tmp), a.smoke, a.watchers, a.writes, a.duration, a.connections, a.procs)

@@ -127,17 +127,14 @@ async def _wait(ctx, subs: Subs, seen: int, timeout: float) -> bool:
     return woken
 
 
-# The last non-empty batch built: the watchers one write wakes, parked from the same point
-# with the same subscriptions, all get this one reply instead of building it each (and, as
-# a wire.Shared, it is encoded once per wire format too). They were all woken in one go, so
-# their turns come before the callback that then drops it: a big reply (every object, for a
-# client connecting) must not outlive its delivery.
-_shared: list = [None, None]  # [key, reply]
-
-
-def _forget(reply) -> None:
-    if _shared[1] is reply:
-        _shared[:] = None, None
+# The batches built in this loop turn, by what they depend on: the watchers one write wakes,
+# with the same token and subscriptions, all get one reply instead of building it each (and,
+# as a wire.Shared, it is encoded once per wire format too). When each was parked does not
+# matter: what one skipped as holding nothing wanted holds nothing wanted for the others
+# either. The watchers were all woken in one go, so their turns come before the callback
+# that then drops these: a big reply (every object, for a client connecting) must not
+# outlive its delivery.
+_shared: dict = {}  # (store id, generation, token's generation, Subs) -> reply
 
 
 @action("event.from")
@@ -149,15 +146,17 @@ async def event_from(ctx, classes, token, timeout):
     deadline = time.monotonic() + timeout
     seen = since
     while True:
-        key = (id(store), store.generation, since, seen, subs)
-        if _shared[0] == key:
-            return _shared[1]
+        key = (id(store), store.generation, since, subs)
+        reply = _shared.get(key)
+        if reply is not None:
+            return reply
         events = collect(store, subs, since, "0.0", seen)
         seen = store.generation  # nothing wanted up to here: a wake-up walks only what follows
         if events:
             reply = Shared(_batch(store, subs, events, seen))
-            _shared[:] = key, reply
-            asyncio.get_running_loop().call_soon(_forget, reply)
+            if not _shared:
+                asyncio.get_running_loop().call_soon(_shared.clear)
+            _shared[key] = reply
             return reply
         left = deadline - time.monotonic()
         if left <= 0:
