@@ -10,6 +10,7 @@ import socket
 import ssl
 import threading
 import xml.etree.ElementTree as ET
+import zoneinfo
 
 import pytest
 import XenAPI
@@ -53,7 +54,9 @@ def test_servertime_is_utc_and_localtime_local(xapi):
     after = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     assert before - dt.timedelta(seconds=1) <= t <= after
     local = as_datetime(xapi.host.get_server_localtime(host))
-    expected = dt.datetime.now().replace(microsecond=0)
+    tz = xapi.host.get_timezone(host)
+    expected = (dt.datetime.now(zoneinfo.ZoneInfo(tz)) if tz else dt.datetime.now()).replace(
+        tzinfo=None, microsecond=0)
     assert abs((local - expected).total_seconds()) <= 2
     zones = xapi.host.list_timezones(host)
     assert "Europe/Paris" in zones and "America/New_York" in zones

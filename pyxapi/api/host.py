@@ -34,7 +34,6 @@ log = logging.getLogger("pyxapi.host")
 REBOOT_SECONDS = 1.0    # how long the simulated host takes to go down, and to boot again
 AGENT_DELAY = 1.0       # xapi's toolstack restart/shutdown "fuse"
 EDITIONS = ("xcp-ng",)  # XCP-ng's licensing daemon knows one edition
-PLUGIN_DIR = "/etc/xapi.d/plugins"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,6 +72,9 @@ def _ctx(app):
     return Context(app, None)
 
 
+_background: set = set()  # the tasks _later started (kept referenced until they end)
+
+
 def _later(app, delay: float, fn) -> None:
     """Run async fn(ctx) after `delay` s, outside any call: its writes are committed at once."""
     async def run():
@@ -85,9 +87,6 @@ def _later(app, delay: float, fn) -> None:
     task = asyncio.get_running_loop().create_task(run())
     _background.add(task)
     task.add_done_callback(_background.discard)
-
-
-_background: set = set()
 
 
 def _metrics(store, host: str) -> dict | None:
@@ -261,10 +260,7 @@ async def _power_off(ctx, host: str, op: str) -> None:
         _set_live(store, host, False)
         _end(store, host, key)
         if op == "reboot":
-            _later(ctx.app, REBOOT_SECONDS, up)
-
-    async def up(ctx):
-        await boot(ctx, host)
+            _later(ctx.app, REBOOT_SECONDS, lambda ctx: boot(ctx, host))
 
     _later(ctx.app, REBOOT_SECONDS, down)
 
@@ -320,7 +316,7 @@ def restart_agent(ctx, host):
     (recovering its domains and storage); the API stays reachable and sessions survive."""
     async def restart(ctx):
         app = ctx.app
-        for ref, job in list(app.tasks.running.items()):
+        for job in list(app.tasks.running.values()):
             job.cancel()
         await on_loop_start(app)
         log.info("agent restarted")
@@ -341,10 +337,8 @@ def shutdown_agent(ctx):
 # ---------------------------------------------------------------------------------------------
 
 def _evacuation_plan(store, host: str) -> dict[str, list[str]]:
-    """VM -> [code, params…] for each VM that cannot leave (xapi's plan without WLB)."""
-    others = [h for h in store.refs("host") if h != host and store.get("host", h)["enabled"]]
-    if others:
-        return {}
+    """VM -> [code, params…] for each VM that cannot leave (xapi's plan without WLB): in a
+    pool of one host no other host can take any."""
     return {vm: ["NO_HOSTS_AVAILABLE", vm] for vm in running_guests(store, host)}
 
 
@@ -364,8 +358,9 @@ def assert_can_evacuate(ctx, host):
 def evacuate(ctx, host, network=NULL, evacuate_batch_size=0):
     key = _begin(ctx, host, "evacuate")
     try:
-        for err in _evacuation_plan(ctx.store, host).values():
-            raise ApiError(*err)
+        plan = _evacuation_plan(ctx.store, host)
+        if plan:
+            raise ApiError(*next(iter(plan.values())))
     finally:
         _end(ctx.store, host, key)
 
@@ -660,15 +655,18 @@ async def bugreport_upload(ctx, host, url, options):
         raise ApiError("INTERNAL_ERROR", f"upload refused: HTTP {r.status_code}")
 
 
-@action("host.sync_data", "host.backup_rrds", "host.refresh_pack_info", "host.rescan_drivers",
-        "host.syslog_reconfigure")
+@action("host.sync_data", "host.backup_rrds", "host.rescan_drivers", "host.refresh_pack_info")
 def nothing_to_do(ctx, host, *rest):
-    """Successful no-ops on a single host: there is no master to sync RRDs or messages with,
-    no supplemental pack or driver was added, and the syslog configuration lives in
-    host.logging (read where a remote syslog would be configured)."""
-    if ctx.message is not None and ctx.message.name == "syslog_reconfigure":
-        dest = ctx.store.get("host", host)["logging"].get("syslog_destination", "")
-        log.info("syslog: %s", f"remote {dest}" if dest else "local only")
+    """Successful no-ops on a single host: there is no master to sync messages or RRDs with
+    (the recorded data sources are already kept on disk), and no driver or supplemental pack
+    can be added to it, so there is nothing new to find."""
+
+
+@action("host.syslog_reconfigure")
+def syslog_reconfigure(ctx, host):
+    """Apply host.logging: where syslog sends the host's messages."""
+    dest = ctx.store.get("host", host)["logging"].get("syslog_destination", "")
+    log.info("syslog: %s", f"remote {dest}" if dest else "local only")
 
 
 @action("host.get_tracked_user_agents")
