@@ -475,3 +475,25 @@ def test_repository_introduce_and_forget(fresh):
     x.pool.remove_repository(pool, repo)
     x.Repository.forget(repo)
     assert repo not in x.Repository.get_all()
+
+
+def test_secureboot_readiness_and_failover_plan_with_a_protected_vm(fresh):
+    x = fresh
+    pool = the_pool(x)
+    assert x.pool.get_guest_secureboot_readiness(pool) == "not_ready"
+    x.pool.set_custom_uefi_certificates(pool, "H4sIAAAAAAAAA+3BMQEAAADCoPVPbQ0PoAAAAAAAAAAAAH4DmJmGXQAoAAA=")
+    assert x.pool.get_guest_secureboot_readiness(pool) == "ready"
+    # a protected VM on a network no host has a PIF for cannot be restarted elsewhere
+    [template] = x.VM.get_by_name_label("Debian Bookworm 12")
+    rec = x.VM.get_record(template)
+    rec.update(name_label="protected", is_a_template=False, is_default_template=False,
+               other_config={})
+    vm = x.VM.create(rec)
+    net = _new_network(x, "private")
+    x.VIF.create({"device": "0", "network": net, "VM": vm, "MAC": "", "MTU": "1500",
+                  "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    assert x.pool.ha_failover_plan_exists("0") is True  # nothing protected yet
+    x.VM.set_ha_restart_priority(vm, "restart")
+    assert x.pool.ha_failover_plan_exists("0") is False
+    plan = x.pool.ha_compute_vm_failover_plan([the_host(x)], [vm])
+    assert plan == {vm: {"error_code": "HA_CONSTRAINT_VIOLATION_NETWORK_NOT_SHARED"}}
