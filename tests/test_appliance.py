@@ -111,3 +111,17 @@ def test_recovery(xapi, server, appliance):
     assert err[0] == "VM_TO_IMPORT_IS_NOT_NEWER_VERSION" and err[1] in vms
     x.VM_appliance.recover(app, sid, True)
     assert set(x.VM_appliance.get_VMs(app)) == set(vms)
+
+
+def test_destroying_its_last_vm_updates_the_appliance(xapi):
+    x = xapi
+    app = x.VM_appliance.create({"name_label": "one", "name_description": ""})
+    vm = new_vm(x, "app-only")
+    x.VM.set_appliance(vm, app)
+    assert x.VM_appliance.get_allowed_operations(app) == ["start"]
+    vdis = [x.VBD.get_VDI(b) for b in x.VM.get_VBDs(vm) if x.VBD.get_type(b) == "Disk"]
+    x.VM.destroy(vm)
+    assert x.VM_appliance.get_allowed_operations(app) == []
+    for vdi in vdis:
+        x.VDI.destroy(vdi)
+    x.VM_appliance.destroy(app)

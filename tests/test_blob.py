@@ -110,3 +110,12 @@ def test_blob_content_survives_restart(fresh_server):
     srv.stop()
     srv = fresh_server()
     assert httpx.get(blob_url(srv, ref=blob)).content == b"kept"
+
+
+def test_vm_destroy_takes_its_blobs(xapi):
+    vm = _owners(xapi)["VM"]
+    blob = xapi.VM.create_new_blob(vm, "config", "", False)
+    other = xapi.blob.create("", False)
+    xapi.VM.destroy(vm)
+    assert blob not in xapi.blob.get_all() and other in xapi.blob.get_all()
+    xapi.blob.destroy(other)

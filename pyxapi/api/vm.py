@@ -18,7 +18,7 @@ import logging
 from ..db.store import NULL, journal, new_ref, now
 from ..errors import ApiError
 from ..model.values import EPOCH
-from . import network, storage
+from . import blob, network, storage
 from .bootstrap import on_loop_start_hook
 from .generic import create_from_record, set_allowed_operations
 from .registry import action
@@ -500,7 +500,12 @@ async def destroy(ctx, vm):
     for cls, ref in (("VM_metrics", row["metrics"]), ("VM_guest_metrics", row["guest_metrics"])):
         if store.exists(cls, ref):
             store.destroy(cls, ref)
+    from . import appliance  # (it imports this module)
+    for b in row["blobs"].values():  # its blobs go with it, as in xapi
+        if store.exists("blob", b):
+            blob.destroy(ctx, b)
     store.destroy("VM", vm)
+    appliance.update_allowed_operations(store, row["appliance"])
 
 
 # ---------------------------------------------------------------------------------------------
