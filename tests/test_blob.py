@@ -119,3 +119,22 @@ def test_vm_destroy_takes_its_blobs(xapi):
     xapi.VM.destroy(vm)
     assert blob not in xapi.blob.get_all() and other in xapi.blob.get_all()
     xapi.blob.destroy(other)
+
+
+def test_blob_put_needs_vm_power_admin(fresh_server):
+    import subprocess
+    import sys
+    srv = fresh_server()
+    root = srv.session()
+    blob = root.xenapi.blob.create("text/plain", False)
+    got = subprocess.run([sys.executable, "-m", "pyxapi.cli", "user", "add", "reader", "--role",
+                          "read-only", "--password", "reader-pw", "--state-dir",
+                          str(srv.state_dir)], capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0, got.stderr
+    reader = srv.session(user="reader", password="reader-pw")
+    r = httpx.put(blob_url(srv, ref=blob, session_id=reader._session), content=b"no")
+    assert r.status_code == 403 and b"RBAC_PERMISSION_DENIED" in r.content
+    assert root.xenapi.blob.get_size(blob) == "0"
+    assert httpx.get(blob_url(srv, ref=blob, session_id=reader._session)).status_code == 404
+    httpx.put(blob_url(srv, ref=blob, session_id=root._session), content=b"yes")
+    assert httpx.get(blob_url(srv, ref=blob, session_id=reader._session)).content == b"yes"

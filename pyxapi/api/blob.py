@@ -112,9 +112,14 @@ async def serve(app, method: str, query: bytes, body: bytes) -> tuple[int, bytes
         return 405, b"text/plain", b"method not allowed\n"
     if not (row["public"] and method in ("GET", "HEAD")):
         try:
-            app.sessions.check(q.get("session_id", ""))
+            session = app.sessions.check(q.get("session_id", ""))
         except ApiError:
             return 401, b"text/plain", b"a valid session_id is required\n"
+        if method == "PUT":  # writing needs the rights of making a blob (xapi: VM power admin)
+            try:
+                app.rbac.check(session, app.model.message("VM.create_new_blob"))
+            except ApiError as e:
+                return 403, b"text/plain", ("%s %s\n" % (e.code, " ".join(e.params))).encode()
     content = _Content(app)
     if method == "PUT":
         content.write(row["uuid"], body)
