@@ -9,6 +9,7 @@ import http.server
 import socket
 import ssl
 import threading
+import time
 import xml.etree.ElementTree as ET
 import zoneinfo
 
@@ -547,12 +548,15 @@ def test_install_and_reset_server_certificate(fresh):
 def test_restart_agent_keeps_sessions(fresh):
     srv, x = fresh
     host = host_of(x)
-    started = x.host.get_other_config(host)["agent_start_time"]
+    other = x.host.get_other_config(host)
+    started, booted = other["agent_start_time"], other["boot_time"]
+    assert float(booted) <= float(started) + 1 <= time.time() + 1
     x.host.disable(host)
     x.host.restart_agent(host)
     wait_for(lambda: x.host.get_other_config(host)["agent_start_time"] != started)
     # the same session still works, and xapi's default auto_enable enabled the host again
     assert x.host.get_enabled(host) is True
+    assert x.host.get_other_config(host)["boot_time"] == booted  # the agent restarted, not the host
 
 
 def test_shutdown_agent_stops_the_server(fresh):

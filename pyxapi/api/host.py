@@ -189,9 +189,14 @@ async def host_started(app) -> None:
     if boot:
         changes.update(_booted(app, host))
         db.put("disabled_until_reboot", False)
-    if app.backend is not None and not store.get("host", host)["memory_overhead"]:
-        info = await app.backend.host_info()
+    info = await app.backend.host_info() if app.backend is not None else {}
+    if not store.get("host", host)["memory_overhead"]:
         changes["memory_overhead"] = int(info.get("memory_overhead") or 0)
+    if "boot_time" not in changes["other_config"]:  # clients compute the host's uptime from it
+        booted = info.get("boot_time")
+        changes["other_config"]["boot_time"] = (
+            f"{booted.replace(tzinfo=_dt.UTC).timestamp():.0f}" if booted is not None
+            else f"{_dt.datetime.now().timestamp():.0f}")
     store.update("host", host, changes)
     _set_live(store, host, True)
     update_allowed_operations(store, host)
