@@ -27,6 +27,7 @@ from ..db.store import NULL, journal, new_ref, now
 from ..errors import ApiError
 from .bootstrap import PRODUCT, on_loop_start, on_loop_start_hook
 from .generic import set_allowed_operations
+from . import vm as _vm
 from .registry import action
 
 log = logging.getLogger("pyxapi.host")
@@ -262,6 +263,9 @@ async def _power_off(ctx, host: str, op: str) -> None:
 
     async def down(ctx):
         store = ctx.store
+        for vm in running_guests(store, host):  # paused guests die with the host
+            await _vm.domain(ctx, vm, "destroy")
+            _vm.force_state_reset(ctx, vm, "Halted")
         _set_live(store, host, False)
         _end(store, host, key)
         if op == "reboot":
