@@ -328,3 +328,25 @@ def test_import(xapi, server):
     assert err[0] == "INTERNAL_ERROR"
     assert failure(xapi.VM.import_convert, "vmware", "u", "p", sr, {}) == [
         "XENAPI_MISSING_PLUGIN", "conversion"]
+
+
+def test_secureboot_readiness(xapi, halted):
+    x, vm = xapi, halted
+    x.VM.set_HVM_boot_params(vm, {"order": "cd"})
+    assert x.VM.get_secureboot_readiness(vm) == "not_supported"
+    x.VM.set_HVM_boot_params(vm, {"order": "cd", "firmware": "uefi"})
+    x.VM.remove_from_platform(vm, "secureboot")
+    assert x.VM.get_secureboot_readiness(vm) == "disabled"
+    x.VM.add_to_platform(vm, "secureboot", "true")
+    assert x.VM.get_secureboot_readiness(vm) == "first_boot"
+    x.VM.set_NVRAM(vm, {"EFI-variables": "AAAA"})
+    assert failure(x.VM.get_secureboot_readiness, vm)[0] == "INTERNAL_ERROR"
+
+
+def test_update_secureboot_certificates_on_boot(xapi, halted):
+    x, vm = xapi, halted
+    assert x.VM.get_secureboot_certificates_state(vm) == "ok"
+    x.VM.update_secureboot_certificates_on_boot(vm, True)  # nothing to update: stays ok
+    assert x.VM.get_secureboot_certificates_state(vm) == "ok"
+    x.VM.update_secureboot_certificates_on_boot(vm, False)
+    assert x.VM.get_secureboot_certificates_state(vm) == "ok"

@@ -337,6 +337,36 @@ def retrieve_wlb_recommendations(ctx, vm):
 
 
 # ---------------------------------------------------------------------------------------------
+# UEFI secure boot
+# ---------------------------------------------------------------------------------------------
+
+@action("VM.get_secureboot_readiness")
+def get_secureboot_readiness(ctx, vm):
+    """As xapi: not_supported without UEFI firmware, disabled unless platform:secureboot is
+    true, first_boot while the NVRAM holds no EFI variables.  Past that xapi asks varstored's
+    tools to read the variables (PK, KEK, db, dbx); there is no varstore here to read them."""
+    row = ctx.store.get("VM", vm)
+    if row["HVM_boot_params"].get("firmware", "bios") != "uefi":
+        return "not_supported"
+    if row["platform"].get("secureboot", "").lower() not in ("true", "1", "on"):
+        return "disabled"
+    if not row["NVRAM"].get("EFI-variables"):
+        return "first_boot"
+    raise ApiError("INTERNAL_ERROR", "the VM's EFI variables cannot be read: no varstore here")
+
+
+@action("VM.update_secureboot_certificates_on_boot")
+def update_secureboot_certificates_on_boot(ctx, vm, mark):
+    """Mark (or unmark) a VM whose certificates have an update available for an update at its
+    next boot; any other state stays as it is."""
+    state = ctx.store.get("VM", vm)["secureboot_certificates_state"]
+    if mark and state == "update_available":
+        ctx.store.update("VM", vm, {"secureboot_certificates_state": "update_on_boot"})
+    elif not mark and state == "update_on_boot":
+        ctx.store.update("VM", vm, {"secureboot_certificates_state": "update_available"})
+
+
+# ---------------------------------------------------------------------------------------------
 # disaster recovery: the pool recovered into is this one (session_to is a session here)
 # ---------------------------------------------------------------------------------------------
 
