@@ -155,6 +155,26 @@ def test_migrate_send_moves_a_running_vms_disk_and_vif(xapi, running):
         x.SR.destroy(target)
 
 
+def test_migrate_send_of_a_running_vm_that_fails_keeps_it_running(xapi, running):
+    """The disk does not fit on the target SR: the copy fails, the VM comes back on its own
+    disk in a new domain, and nothing of the attempt is left."""
+    x, vm = xapi, running
+    small = new_sr(x, "lvm", 64 * 1024 ** 2)
+    try:
+        (vbd, vdi), = disks(x, vm).items()
+        vdis = set(x.VDI.get_all())
+        err = failure(x.VM.migrate_send, vm, dest(x), True, {vdi: small}, {}, {}, {}, {})
+        assert err[0] == "SR_FULL"
+        rec = x.VM.get_record(vm)
+        assert rec["power_state"] == "Running" and rec["current_operations"] == {}
+        assert x.VBD.get_VDI(vbd) == vdi and x.VBD.get_currently_attached(vbd)
+        assert set(x.VDI.get_all()) == vdis and x.SR.get_VDIs(small) == []
+        x.VM.pool_migrate(vm, x.host.get_all()[0], {})  # and it still migrates
+    finally:
+        x.PBD.unplug(x.SR.get_PBDs(small)[0])
+        x.SR.destroy(small)
+
+
 def test_migrate_send_errors_change_nothing(xapi, halted):
     x, vm = xapi, halted
     (vbd, vdi), = disks(x, vm).items()

@@ -51,20 +51,24 @@ async def relocate(ctx, vm: str, while_down=None) -> None:
         await domain(ctx, vm, "suspend", sr_uuid, location,
                      progress=lambda f: ctx.progress(0.45 * f))
         # the domain is gone: from here on the VM must come back, whatever happens
-        try:
-            if while_down is not None:
-                storage.set_vbds_attached(store, vm, False)  # no domain holds its disks now
-                await settle(while_down())
-        finally:
+        failed = None
+        if while_down is not None:
+            storage.set_vbds_attached(store, vm, False)  # no domain holds its disks now
             try:
-                domid = await settle(domain(ctx, vm, "resume", domain_spec(store, vm), sr_uuid,
-                                            location, progress=lambda f: ctx.progress(0.55 + 0.45 * f)))
-            except BaseException:
-                keep_image = True
-                store.update("VM", vm, {"suspend_VDI": image})
-                force_state_reset(ctx, vm, "Suspended")
-                raise
+                await settle(while_down())
+            except BaseException as e:
+                failed = e
+        try:
+            domid = await settle(domain(ctx, vm, "resume", domain_spec(store, vm), sr_uuid,
+                                        location, progress=lambda f: ctx.progress(0.55 + 0.45 * f)))
+        except BaseException:
+            keep_image = True
+            store.update("VM", vm, {"suspend_VDI": image})
+            force_state_reset(ctx, vm, "Suspended")
+            raise
         await settle(set_live(ctx, vm, domid, "Running"))
+        if failed is not None:
+            raise failed
     finally:
         if not keep_image and store.exists("VDI", image):
             await asyncio.shield(storage.destroy_vdi(ctx, image))
