@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import gc
+import logging
 import uuid as _uuid
 from collections import defaultdict
 from contextvars import ContextVar
@@ -19,8 +20,20 @@ from contextvars import ContextVar
 from ..errors import ApiError
 from ..model import Model
 from ..model.values import NULL_REF
+from . import memory
 
 NULL = NULL_REF
+log = logging.getLogger("pyxapi.store")
+
+# Every row holding an empty map or set holds one of these (most maps and sets are empty:
+# they were a third of a big store's memory). Sharing is safe because values are never
+# edited in place: a write gives a field a new value (`update`). Were one edited anyway,
+# `update` and `commit` take the edit off the shared value, so no other row shows it.
+EMPTY_MAP: dict = {}
+EMPTY_SET: list = []
+
+# Records built (the bulk of a big reply) after which freed memory is given back.
+TRIM_AFTER_RECORDS = 10_000
 
 
 class Journal(list):
@@ -65,6 +78,7 @@ class Store:
         self._to_wake: set = set()  # keys of _waiters written to since the last wake-up pass
         self._flush_scheduled = False
         self._durable_waiters: list[asyncio.Future] = []  # replies held until the next commit
+        self._records_built = 0  # since memory was last trimmed
 
     # ---- reads -------------------------------------------------------------
 
@@ -104,7 +118,23 @@ class Store:
         for name, index in indexes:
             refs = index.get(ref)
             rec[name] = list(refs) if refs else []
+        self._records_built += 1
+        if self._records_built == TRIM_AFTER_RECORDS:  # once: the count restarts at the trim
+            self._trim_soon()
         return rec
+
+    def _trim_soon(self) -> None:
+        """Give a big reply's memory back once it is sent: two loop turns on, after the
+        callbacks queued by the call that built it (event.from drops its shared reply in one)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        loop.call_soon(loop.call_soon, self._trim)
+
+    def _trim(self) -> None:
+        self._records_built = 0
+        memory.trim()
 
     # ---- writes ------------------------------------------------------------
 
@@ -117,7 +147,7 @@ class Store:
             if name in c.derived:
                 continue
             value = fields[name] if name in fields else f.default
-            row[name] = _copy(value)
+            row[name] = copy_value(value)
         if c.has_uuid:
             if not row.get("uuid"):
                 row["uuid"] = new_uuid()
@@ -140,6 +170,8 @@ class Store:
             self._note(cls, ref, {k: row[k] for k in changes if k in row})
         links = self.model.classes[cls].links
         for name, value in changes.items():
+            if (value is EMPTY_MAP or value is EMPTY_SET) and value:
+                value = _unshare(value)  # edited in place, then written: this row's edit only
             old = row.get(name)
             if name == "uuid" and value != old:
                 self.uuids[cls].pop(old, None)
@@ -287,6 +319,11 @@ class Store:
         """Write dirty rows to the persistence layer (one transaction)."""
         self._flush_scheduled = False
         waiters, self._durable_waiters = self._durable_waiters, []
+        if EMPTY_MAP or EMPTY_SET:  # edited in place and never written: a bug, undone
+            log.error("a shared empty map or set was edited in place; edit dropped: %r %r",
+                      EMPTY_MAP, EMPTY_SET)
+            EMPTY_MAP.clear()
+            EMPTY_SET.clear()
         if not self.dirty or self.persistence is None:
             self.dirty.clear()
             _resolve_all(waiters, None)
@@ -327,6 +364,7 @@ class Store:
         """Fill the tables from persistence, rebuilding indexes."""
         if self.persistence is None:
             return
+        memory.tune()  # before the tables fill: see memory.tune
         # The rows hold no reference cycles: collecting while building them is wasted work
         # (it was a third of a restart with 10,000 VMs), and once loaded they live as long
         # as the server, so they are frozen out of every later collection too.
@@ -367,11 +405,19 @@ def _resolve_all(futures, error) -> None:
                 f.set_exception(error)
 
 
-def _copy(value):
+def copy_value(value):
+    """A row's own copy of a map or set (the shared one when empty)."""
     if type(value) is list:
-        return list(value)
+        return list(value) if value else EMPTY_SET
     if type(value) is dict:
-        return dict(value)
+        return dict(value) if value else EMPTY_MAP
+    return value
+
+
+def _unshare(shared):
+    """A copy of what was put in a shared empty value, which is emptied again."""
+    value = shared.copy()
+    shared.clear()
     return value
 
 
