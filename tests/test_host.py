@@ -16,7 +16,7 @@ import zoneinfo
 import pytest
 import XenAPI
 
-from tests.test_vm_lifecycle import GiB, failure, vm_args, wait_for
+from tests.test_vm_lifecycle import GiB, failure, new_vm, vm_args, wait_for
 
 MiB = 2**20
 
@@ -644,3 +644,18 @@ def test_migrate_receive_names_this_host(xapi):
     if unconfigured is not None:
         assert failure(xapi.host.migrate_receive, host, xapi.PIF.get_network(unconfigured),
                        {}) == ["INTERFACE_HAS_NO_IP", unconfigured]
+
+
+def test_guest_agent_memory_data_source(xapi):
+    """memory_internal_free exists once the guest agent has reported."""
+    vm = new_vm(xapi, "ds-agent")
+    try:
+        xapi.VM.start(vm, False, False)
+        wait_for(lambda: xapi.VM.get_guest_metrics(vm) != "OpaqueRef:NULL")
+        sources = {d["name_label"]: d for d in xapi.VM.get_data_sources(vm)}
+        assert sources["memory_internal_free"]["units"] == "KiB"
+        free = xapi.VM.query_data_source(vm, "memory_internal_free")
+        assert 0 < free * 1024 < xapi.VM.query_data_source(vm, "memory")
+    finally:
+        xapi.VM.hard_shutdown(vm)
+        xapi.VM.destroy(vm)

@@ -145,10 +145,13 @@ async def vm_sources(ctx, vm: str) -> list[Source]:
                "(fraction)", 0.0, 1.0, False, round(1.0 - mean, 4)),
     ]
     gm = _vm.guest_metrics(store, row)
-    if gm is not None and gm["live"]:  # reported by the guest agent only
-        out.append(Source("memory_internal_free", "Memory used as reported by the guest agent",
-                          "KiB", 0.0, static_max / KiB, True,
-                          float(actual // KiB * 45 // 100)))
+    if gm is not None and gm["live"] and not row["is_control_domain"]:  # from the agent only
+        report = await _vm.domain(ctx, vm, "guest_metrics") or {}
+        free = report.get("memory", {}).get("free")
+        # an agent that does not say (the simulated ones): an idle guest's share of its memory
+        free_kib = float(free) if free is not None else float(actual // KiB * 45 // 100)
+        out.append(Source("memory_internal_free", "Free memory as the guest agent reports it",
+                          "KiB", 0.0, static_max / KiB, True, free_kib))
     for vbd in store.field("VM", vm, "VBDs"):
         b = store.get("VBD", vbd)
         if b["currently_attached"] and b["device"]:
