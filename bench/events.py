@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pathlib
 import selectors
 import socket
@@ -251,31 +252,49 @@ def percentiles(values: list[float], prefix: str = "") -> dict:
             f"{prefix}p99_ms": round(v[min(n - 1, int(n * 0.99))] / 1e6, 2)}
 
 
-def deliveries(port: int, session: str, vm: str, watchers: Watchers, writes: int) -> dict:
-    """`writes` renames of `vm`; every watcher's latency for every write."""
+def schedstat(pid: int) -> tuple[int, int]:
+    """ns a process's main thread has run on a CPU, and waited for one (Linux schedstat)."""
+    run, wait, _ = map(int, pathlib.Path(f"/proc/{pid}/schedstat").read_text().split())
+    return run, wait
+
+
+def deliveries(port: int, pid: int, session: str, vm: str, watchers: Watchers, writes: int) -> dict:
+    """`writes` renames of `vm`; every watcher's latency for every write, and what the server's
+    event loop spent on each write and its deliveries: on a CPU, and waiting for one."""
     writer = Conn(port)
     token = writer.call("event.from", [session, ["pool"], "", 0.0])["token"]
-    kernel, seen, write, spread = [], [], [], []
+    kernel, seen, write, spread, cpu, wait = [], [], [], [], [], []
     for i in range(writes):
         watchers.park(session, ["VM"], token if i == 0 else None)
         if watchers.returned():
             raise RuntimeError("a watcher came back before the write")
         watchers.start_collecting(vm)
+        run0, wait0 = schedstat(pid)
         sent = time.time_ns()
         writer.call("VM.set_name_label", [session, vm, f"bench events {i}"])
         write.append(writer.kernel_ns - sent)
         k, s = watchers.collected()
+        run1, wait1 = schedstat(pid)
         if min(k) < sent:
             raise RuntimeError("a watcher's reply predates the write")
         kernel += [t - sent for t in k]
         seen += [t - sent for t in s]
         spread.append((max(k) - min(k)) / max(len(k) - 1, 1))
+        cpu.append((run1 - run0) / len(k))
+        wait.append(wait1 - wait0)
     writer.sock.close()
-    spread.sort()
     return {"deliveries": len(kernel), **percentiles(kernel), "max_ms": round(max(kernel) / 1e6, 2),
             **percentiles(seen, "client_seen_"), **percentiles(write, "write_"),
-            # the server's cost per watcher: first to last delivery of a write, per watcher
-            "us_per_watcher": round(spread[len(spread) // 2] / 1e3, 1)}
+            # first to last delivery of a write, per watcher
+            "us_per_watcher": round(_median(spread) / 1e3, 1),
+            # the server's CPU time for a write and its deliveries, per watcher, and how long
+            # it was kept off a CPU meanwhile (a busy machine, the watchers' own processes)
+            "server_cpu_us_per_watcher": round(_median(cpu) / 1e3, 1),
+            "server_cpu_wait_ms_per_write": round(_median(wait) / 1e6, 2)}
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
 
 
 def loadgen(workdir: pathlib.Path, port: int, session: str, vm: str, duration: float, conns: int) -> dict:
@@ -287,14 +306,15 @@ def loadgen(workdir: pathlib.Path, port: int, session: str, vm: str, duration: f
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure(workdir: pathlib.Path, port: int, n_watchers: int, writes: int, duration: float,
+def measure(workdir: pathlib.Path, port: int, pid: int, n_watchers: int, writes: int, duration: float,
             conns: int, procs: int) -> dict:
     c = Client(port)
     session = c.login()
     vm = c.call("VM.create", session, {"name_label": "bench events"})
     c.close()
     token = Conn(port).call("event.from", [session, ["pool"], "", 0.0])["token"]
-    out = {"watchers": n_watchers, "writes": writes, "watcher_processes": procs}
+    out = {"watchers": n_watchers, "writes": writes, "watcher_processes": procs,
+           "load_average_1min": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
 
     alone = loadgen(workdir, port, session, vm, duration, conns)
     watchers = Watchers(port, n_watchers, procs)
@@ -318,7 +338,7 @@ def measure(workdir: pathlib.Path, port: int, n_watchers: int, writes: int, dura
     def run_with(n, procs, wire):
         w = Watchers(port, n, procs, wire)
         try:
-            return deliveries(port, session, vm, w, writes)
+            return deliveries(port, pid, session, vm, w, writes)
         finally:
             w.close()
 
@@ -331,7 +351,8 @@ def measure(workdir: pathlib.Path, port: int, n_watchers: int, writes: int, dura
     out.update({f"one_process_{k}": v for k, v in single.items()
                 if k in ("p50_ms", "p99_ms", "client_seen_p50_ms", "client_seen_p99_ms", "us_per_watcher")})
     out.update({f"xmlrpc_{k}": v for k, v in xml.items()
-                if k in ("p50_ms", "p99_ms", "client_seen_p99_ms", "write_p99_ms", "us_per_watcher")})
+                if k in ("p50_ms", "p99_ms", "client_seen_p99_ms", "write_p99_ms", "us_per_watcher",
+                         "server_cpu_us_per_watcher")})
     return out
 
 
@@ -342,7 +363,7 @@ def run(workdir: pathlib.Path, smoke: bool = False, watchers: int = 200, writes:
     duration = duration or (1 if smoke else 4)
     server = start_pyxapi(workdir / "events-state")
     try:
-        return measure(workdir, server.port, watchers, writes, duration, 4 if smoke else conns, procs)
+        return measure(workdir, server.port, server.pid, watchers, writes, duration, 4 if smoke else conns, procs)
     finally:
         server.stop()
 
