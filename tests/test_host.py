@@ -303,8 +303,10 @@ def test_reboot_needs_an_idle_disabled_host_and_comes_back(fresh):
     x.VM.pause(vm)  # a paused guest does not keep the host up; it dies with it
     boot_before = x.host.get_other_config(host).get("boot_time")
     x.host.reboot(host)
-    assert "reboot" in x.host.get_current_operations(host).values()
-    assert failure(x.host.shutdown, host)[0] == "OTHER_OPERATION_IN_PROGRESS"
+    (task, op), = x.host.get_current_operations(host).items()
+    assert op == "reboot"
+    assert failure(x.host.shutdown, host) == [
+        "OTHER_OPERATION_IN_PROGRESS", "host", host, "reboot", task]
     assert failure(x.host.enable, host) == ["HOST_DISABLED_UNTIL_REBOOT", host]
     wait_for(lambda: not x.host_metrics.get_live(metrics))
     wait_for(lambda: x.host_metrics.get_live(metrics) and x.host.get_enabled(host))

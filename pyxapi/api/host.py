@@ -119,7 +119,7 @@ _REMOVING = {"evacuate", "reboot", "shutdown"}
 
 def operation_errors(store, host: str) -> dict[str, tuple | None]:
     row = store.get("host", host)
-    current = list(row["current_operations"].values())
+    current = row["current_operations"]  # task -> operation
     errors: dict[str, tuple | None] = dict.fromkeys(OPERATIONS)
 
     def deny(ops, *err):
@@ -127,18 +127,21 @@ def operation_errors(store, host: str) -> dict[str, tuple | None]:
             if errors[op] is None:
                 errors[op] = err
 
+    def busy(running):  # xapi names the class, the object, the operation and its task
+        task = next((t for t, o in current.items() if o == running), "")
+        return ("OTHER_OPERATION_IN_PROGRESS", "host", host, running, task)
+
     if current:
-        busy = ("OTHER_OPERATION_IN_PROGRESS", "host", host, current[0])
-        for op in OPERATIONS:
-            if op != "power_on" and ((op in _CREATING and _REMOVING & set(current))
-                                     or (op in _REMOVING and _CREATING & set(current))):
-                deny([op], *busy)
-        power = [op for op in ("reboot", "shutdown", "apply_updates") if op in current]
+        ops = set(current.values())
+        first = next(iter(current.values()))
+        for op in OPERATIONS:  # VMs arriving and VMs leaving do not mix
+            if (op in _CREATING and _REMOVING & ops) or (op in _REMOVING and _CREATING & ops):
+                deny([op], *busy(first))
+        power = [op for op in ("reboot", "shutdown", "apply_updates") if op in ops]
         if power:  # none of these while another runs
-            deny(["reboot", "shutdown", "apply_updates"],
-                 "OTHER_OPERATION_IN_PROGRESS", "host", host, power[0])
-        if "provision" in current:
-            deny(["provision"], "OTHER_OPERATION_IN_PROGRESS", "host", host, "provision")
+            deny(["reboot", "shutdown", "apply_updates"], *busy(power[0]))
+        if "provision" in ops:
+            deny(["provision"], *busy("provision"))
     if row["enabled"]:
         deny(["reboot", "shutdown"], "HOST_NOT_DISABLED")
     metrics = _metrics(store, host)
