@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import binascii
 import datetime as _dt
+import functools
 import re
+from operator import itemgetter
 from xml.parsers import expat
 
 from . import WireError, format_datetime, parse_datetime
@@ -354,7 +356,7 @@ class _Out(list):
         return self.done[0] if len(self.done) == 1 else b"".join(self.done)
 
 
-_CHUNK = 50_000
+_CHUNK = 512  # pieces (of markup, or a whole record: see _enc_planned): a part fits in cache
 
 
 def _flush(out) -> None:
@@ -385,6 +387,8 @@ def _enc(v, out) -> None:
             v = _esc(v)
         out.append(f"<value>{v}</value>")
     elif t is dict:
+        if _PLAN_MIN <= len(v) <= _PLAN_MAX and _enc_planned(v, out):
+            return
         append = out.append
         append("<value><struct>")
         for k, x in v.items():
@@ -441,6 +445,126 @@ def _enc(v, out) -> None:
         _enc_other(v, out)
 
 
+# Records: a reply of many records has one struct per object, all with the same member
+# names and value types in the same order. Such a struct is written from a plan made
+# once for its shape: the markup around its values is precomputed, the values are
+# slotted in between (one slice assignment) and the whole joined once. Python only
+# touches the values that are not strings (numbers, maps, sets, ...), and the strings
+# only when one of them has markup to escape (checked on all of them at once).
+_PLAN_MIN = 8  # members: a smaller struct is as quick member by member
+_PLAN_MAX = 1_000  # members: a bigger one is a one-off (a pool's records keyed by ref)
+_PLANS: dict = {}  # member names -> [a _Plan per value types seen], or None when seen once
+_PLANS_MAX = 512  # member name lists remembered (map keys come from clients: bounded)
+
+
+def _array(v: list) -> str:
+    """The `<value>` markup of a list. Most are sets of refs or enum values: strings,
+    written with one join when none has markup to escape."""
+    if not v:
+        return "<value><array><data></data></array></value>"
+    try:
+        text = "".join(v)
+    except TypeError:  # not all strings
+        return _value(v)
+    if "&" in text or "<" in text or ">" in text:
+        return _value(v)
+    return "<value><array><data><value>" + "</value><value>".join(v) + "</value></data></array></value>"
+
+
+def _struct(v: dict) -> str:
+    return _value(v) if v else "<value><struct></struct></value>"
+
+
+# value type -> (markup before its text, markup after, how its text is written); a type
+# not here is written whole by _value
+_SLOTS = {
+    str: ("<value>", "</value>", None),
+    int: ("<value>", "</value>", int.__repr__),
+    bool: ("<value><boolean>", "</boolean></value>", {True: "1", False: "0"}.__getitem__),
+    float: ("<value><double>", "</double></value>", float.__repr__),
+    # (a table's datetimes are mostly a few values: its defaults, one time for a batch)
+    _dt.datetime: ("<value><dateTime.iso8601>", "</dateTime.iso8601></value>",
+                   functools.lru_cache(maxsize=1024)(format_datetime)),
+    type(None): ("<value>", "</value>", lambda v: ""),
+    list: ("", "", _array),
+    dict: ("", "", _struct),
+}
+
+
+class _Plan:
+    __slots__ = ("types", "markup", "strs", "get_strs", "convert")
+
+    def __init__(self, names: tuple, types: tuple):
+        self.types = types
+        # markup[2i] goes before value i, whose text goes at 2i+1; the last closes the struct
+        markup = []
+        self.strs = []  # positions of strings
+        self.convert = []  # (position, how its text is written) of the other values
+        after = "<value><struct>"
+        for i, (k, t) in enumerate(zip(names, types)):
+            head = _HEADS.get(k) if type(k) is str else None
+            before, next_after, text = _SLOTS.get(t, ("", "", _value))
+            markup += (after + (head or _head(k)) + before, None)
+            after = next_after + "</member>"
+            if t is str:
+                self.strs.append(2 * i + 1)
+            else:
+                self.convert.append((2 * i + 1, text))
+        markup.append(after + "</struct></value>")
+        self.markup = markup
+        strs = self.strs
+        self.get_strs = itemgetter(*strs) if len(strs) > 1 else lambda v: [v[i] for i in strs]
+
+
+def _plan(d: dict) -> _Plan | None:
+    """The plan for the shape of struct `d`; None the first time its names are seen
+    (a one-off struct is not worth one)."""
+    names = tuple(d)
+    plans = _PLANS.get(names, _MISSING)
+    if plans is _MISSING or plans is None:
+        if len(_PLANS) >= _PLANS_MAX:
+            _PLANS.clear()
+        _PLANS[names] = None if plans is _MISSING else []
+        if plans is _MISSING:
+            return None
+        plans = _PLANS[names]
+    types = tuple(map(type, d.values()))
+    for plan in plans:
+        if plan.types == types:
+            return plan
+    plan = _Plan(names, types)
+    if len(plans) < 8:  # (Option fields: a few type lists per shape)
+        plans.append(plan)
+    return plan
+
+
+def _enc_planned(d: dict, out) -> bool:
+    """Write struct `d` with its shape's plan; False (nothing written) without one."""
+    plan = _plan(d)
+    if plan is None:
+        return False
+    parts = plan.markup.copy()
+    parts[1::2] = d.values()
+    if plan.strs:
+        joined = "".join(plan.get_strs(parts))
+        if "&" in joined or "<" in joined or ">" in joined:
+            for i in plan.strs:
+                x = parts[i]
+                if "&" in x or "<" in x or ">" in x:
+                    parts[i] = _esc(x)
+    for i, text in plan.convert:
+        parts[i] = text(parts[i])
+    out.append("".join(parts))
+    return True
+
+
+def _value(v) -> str:
+    """The `<value>` markup of one value, as one string."""
+    pieces: list[str] = []
+    _enc(v, pieces)
+    return pieces[0] if len(pieces) == 1 else "".join(pieces)
+
+
 def _enc_other(v, out) -> None:
     # subclasses (str/int enums, OrderedDict, ...) and tuples: the slow path
     if isinstance(v, bool):
@@ -473,13 +597,20 @@ def encode_response(value) -> bytes:
     return out.bytes()
 
 
+_SUCCESS_HEAD = (_RESPONSE_HEAD + "<value><struct><member><name>Status</name><value>Success</value>"
+                 "</member><member><name>Value</name>")
+_SUCCESS_TAIL = "</member></struct></value>" + _RESPONSE_TAIL
+
+
 def success(value) -> bytes:
     """The Xen-API success envelope: {Status: Success, Value: value}."""
-    out = _Out(_RESPONSE_HEAD, "<value><struct><member><name>Status</name><value>Success</value>"
-               "</member><member><name>Value</name>")
+    if type(value) is str:  # most calls (getters, refs): the reply in one piece
+        if "&" in value or "<" in value or ">" in value:
+            value = _esc(value)
+        return _finish(f"{_SUCCESS_HEAD}<value>{value}</value>{_SUCCESS_TAIL}")
+    out = _Out(_SUCCESS_HEAD)
     _enc(value, out)
-    out.append("</member></struct></value>")
-    out.append(_RESPONSE_TAIL)
+    out.append(_SUCCESS_TAIL)
     return out.bytes()
 
 
