@@ -145,6 +145,8 @@ def snapshot(http, root) -> dict:
         assert "result" in got, (c.name, got)
         if c.name not in VOLATILE:
             out[c.name] = got["result"]
+    for host in out["host"].values():  # xapi stamps every agent start into the host record
+        host["other_config"].pop("agent_start_time", None)
     pool = next(iter(out["pool"].values()))
     assert pool["master"] in out["host"]
     dom0 = out["host"][pool["master"]]["control_domain"]
