@@ -177,7 +177,7 @@ def subject_permissions(ctx, subject):
 # ---- roles ---------------------------------------------------------------------------------
 
 def _role_name(role: str) -> str:
-    """The name of a role ref; the dispatcher lets OpaqueRef:NULL through, xapi refuses it."""
+    """The name of a role ref; an unknown one (NULL included) is HANDLE_INVALID, as in xapi."""
     name = table().name.get(role)
     if name is None:
         raise ApiError("HANDLE_INVALID", "role", role)
