@@ -32,6 +32,7 @@ _PIPELINE_LIMIT = 32  # queued requests on one connection before it stops readin
 # A request must arrive whole this many seconds after its first bytes (slow clients, slowloris).
 REQUEST_TIMEOUT = float(os.environ.get("PYXAPI_REQUEST_TIMEOUT", "30"))
 MAX_HEAD = 1 << 20  # bytes of request line and headers (httptools buffers them unbounded)
+_COPY_MAX = 1 << 16  # bytes of reply body copied behind the head, to leave in one write
 
 _XML = b"text/xml"
 _JSON = b"application/json"
@@ -238,7 +239,10 @@ class HttpProtocol(asyncio.Protocol):
                     body, ctype = await d.handle_jsonrpc(req.body), _JSON
                 else:
                     body, ctype = await d.handle_xmlrpc(req.body), _XML
-                out = _head(200, ctype, len(body), keep_alive) + body
+                out = _head(200, ctype, len(body), keep_alive)
+                # a big reply (tens of MB: every record of a pool) is sent behind its head,
+                # not copied there
+                out = (out, body) if len(body) > _COPY_MAX else out + body
             else:
                 out, keep_alive = await self._asgi(req, keep_alive)
         except Exception:
@@ -249,7 +253,10 @@ class HttpProtocol(asyncio.Protocol):
         transport = self.transport
         if transport.is_closing():
             return
-        transport.write(out)
+        if type(out) is tuple:
+            transport.writelines(out)
+        else:
+            transport.write(out)
         self.last_active = time.monotonic()
         if not keep_alive:
             transport.close()
