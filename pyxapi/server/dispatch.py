@@ -180,6 +180,8 @@ class Dispatcher:
     def _check_arity(method, msg: Message, params: list):
         n = len(params)
         total = len(msg.params)
+        if n == total:  # (most calls: no need to count the required ones)
+            return
         required = sum(1 for p in msg.params if p.required)
         if n < required or n > total:
             raise ApiError("MESSAGE_PARAMETER_COUNT_MISMATCH", method, total, n)
