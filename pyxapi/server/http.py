@@ -124,6 +124,7 @@ class HttpProtocol(asyncio.Protocol):
         self.peer = ""
         self._deadline: asyncio.TimerHandle | None = None
         self._in_head = False
+        self._in_message = False
         self._head_size = 0
 
     # ---- transport -----------------------------------------------------------
@@ -144,8 +145,6 @@ class HttpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes):
         self.last_active = time.monotonic()
-        if self._deadline is None:
-            self._deadline = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, self._too_slow)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -156,6 +155,9 @@ class HttpProtocol(asyncio.Protocol):
             self._head_size += len(data)
             if self._head_size > MAX_HEAD:
                 self._refuse(431, b"request head too large\n")
+        # A request left incomplete gets its clock (most arrive whole in one read: no timer).
+        if self._in_message and self._deadline is None and not self.transport.is_closing():
+            self._deadline = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, self._too_slow)
 
     def _too_slow(self) -> None:
         self._deadline = None
@@ -175,7 +177,7 @@ class HttpProtocol(asyncio.Protocol):
     # ---- parser callbacks ------------------------------------------------------
 
     def on_message_begin(self):
-        self._in_head = True
+        self._in_message = self._in_head = True
         self._head_size = 0
         self._url = b""
         self._headers = []
@@ -204,6 +206,7 @@ class HttpProtocol(asyncio.Protocol):
             self._body.append(body)
 
     def on_message_complete(self):
+        self._in_message = False
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
