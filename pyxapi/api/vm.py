@@ -18,7 +18,7 @@ import logging
 from ..db.store import NULL, journal, new_ref, now
 from ..errors import ApiError
 from ..model.values import EPOCH
-from . import blob, network, storage
+from . import blob, devices, network, storage
 from .bootstrap import on_loop_start_hook
 from .generic import create_from_record, set_allowed_operations
 from .registry import action
@@ -331,6 +331,7 @@ def delete_guest_metrics(store, vm: str) -> None:
 def _devices_attached(store, vm: str, attached: bool | None) -> None:
     storage.set_vbds_attached(store, vm, attached)
     network.set_vifs_attached(store, vm, attached)
+    devices.set_vusbs_attached(store, vm, attached)
 
 
 async def set_live(ctx, vm: str, domid: int, state: str) -> None:

@@ -126,13 +126,58 @@ def build_host_info(*, hostname: str, memory_total: int, cpu_count: int, socket_
             {"device": "eth0", "mac": "3c:ec:ef:12:34:56", "mtu": 1500, "bridge": "xenbr0",
              "speed": 10000, "duplex": True, "vendor": "Intel Corporation",
              "model": "Ethernet Controller X710 for 10GbE SFP+", "carrier": True,
+             "capabilities": ["sriov"], "sriov_totalvfs": 64,
              "management": True, "ip": "10.0.0.2", "netmask": "255.255.255.0",
              "gateway": "10.0.0.1", "dns": "10.0.0.1"},
             {"device": "eth1", "mac": "3c:ec:ef:12:34:57", "mtu": 1500, "bridge": "xenbr1",
              "speed": 10000, "duplex": True, "vendor": "Intel Corporation",
              "model": "Ethernet Controller X710 for 10GbE SFP+", "carrier": True,
+             "capabilities": ["sriov"], "sriov_totalvfs": 64,
              "management": False, "ip": "", "netmask": "", "gateway": "", "dns": ""},
         ],
+        "pci_devices": [dict(d) for d in PCI_DEVICES],
+        "usb_devices": [dict(d) for d in USB_DEVICES],
         "supported_sr_types": list(supported_sr_types),
         "boot_time": boot_time,
     }
+
+
+def _pci(pci_id, class_id, class_name, vendor_id, vendor_name, device_id, device_name,
+         driver="", sub_vendor=("15d9", "Super Micro Computer Inc"), sub_device=("", "")):
+    return {"pci_id": pci_id, "class_id": class_id, "class_name": class_name,
+            "vendor_id": vendor_id, "vendor_name": vendor_name, "device_id": device_id,
+            "device_name": device_name, "driver_name": driver,
+            "subsystem_vendor_id": sub_vendor[0], "subsystem_vendor_name": sub_vendor[1],
+            "subsystem_device_id": sub_device[0], "subsystem_device_name": sub_device[1]}
+
+
+_AMD = ("1022", "Advanced Micro Devices, Inc. [AMD]")
+_X710 = ("1572", "Ethernet Controller X710 for 10GbE SFP+")
+# What `lspci` shows on the box that matters to the API: the NICs (eth0/eth1 are their two
+# functions), the BMC's VGA (the system display), a Tesla T4 for passthrough, the NVMe disk
+# and the USB controller. The X710 ports can do SR-IOV (64 virtual functions each).
+PCI_DEVICES = [
+    _pci("0000:00:00.0", "0600", "Host bridge", *_AMD, "1480",
+         "Starship/Matisse Root Complex", sub_device=("1480", "")),
+    _pci("0000:03:00.0", "0300", "VGA compatible controller", "1a03", "ASPEED Technology, Inc.",
+         "2000", "ASPEED Graphics Family", "ast", sub_device=("1b95", "")),
+    _pci("0000:21:00.0", "0302", "3D controller", "10de", "NVIDIA Corporation", "1eb8",
+         "TU104GL [Tesla T4]", "", ("10de", "NVIDIA Corporation"), ("12a2", "TU104GL [Tesla T4]")),
+    _pci("0000:41:00.0", "0200", "Ethernet controller", "8086", "Intel Corporation", *_X710,
+         "i40e", ("8086", "Intel Corporation"), ("0007", "Ethernet Converged Network Adapter X710-2")),
+    _pci("0000:41:00.1", "0200", "Ethernet controller", "8086", "Intel Corporation", *_X710,
+         "i40e", ("8086", "Intel Corporation"), ("0000", "Ethernet Converged Network Adapter X710")),
+    _pci("0000:05:00.3", "0c03", "USB controller", *_AMD, "148c",
+         "Starship USB 3.0 Host Controller", "xhci_hcd", sub_device=("1486", "")),
+    _pci("0000:c1:00.0", "0108", "Non-Volatile memory controller", "144d",
+         "Samsung Electronics Co Ltd", "a824", "NVMe SSD Controller PM173X", "nvme",
+         ("144d", "Samsung Electronics Co Ltd"), ("a80a", "")),
+]
+
+# The USB devices xapi's policy lets through (hubs and the BMC's keyboard/mouse are not):
+# one memory stick in a front port.
+USB_DEVICES = [
+    {"path": "2-1", "vendor_id": "0781", "vendor_desc": "SanDisk Corp.", "product_id": "5583",
+     "product_desc": "Ultra Fit", "serial": "4C530001230815107133", "version": "3.20",
+     "description": "SanDisk Corp._Ultra Fit_4C530001230815107133", "speed": 5000.0},
+]

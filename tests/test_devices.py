@@ -1,0 +1,249 @@
+"""Host devices through XenAPI.py: the simulated host's PCI devices (dom0 access), GPUs
+(PGPU, GPU_group, VGPU), its USB stick (PUSB, USB_group, VUSB) and VTPMs."""
+import pytest
+import XenAPI
+
+NULL = "OpaqueRef:NULL"
+T4 = "0000:21:00.0"
+VGA = "0000:03:00.0"
+
+
+def failure(fn, *args):
+    with pytest.raises(XenAPI.Failure) as exc:
+        fn(*args)
+    return exc.value.details
+
+
+def records(x, *classes):
+    return {cls: getattr(x, cls).get_all_records() for cls in classes}
+
+
+def pci(x, pci_id):
+    [ref] = [r for r, v in x.PCI.get_all_records().items() if v["pci_id"] == pci_id]
+    return ref
+
+
+def pgpu_of(x, pci_ref):
+    [ref] = [r for r, v in x.PGPU.get_all_records().items() if v["PCI"] == pci_ref]
+    return ref
+
+
+def passthrough(x):
+    [ref] = [r for r, v in x.VGPU_type.get_all_records().items()
+             if v["implementation"] == "passthrough"]
+    return ref
+
+
+@pytest.fixture
+def vm(xapi):
+    [template] = [t for t in xapi.VM.get_by_name_label("Debian Bookworm 12")
+                  if xapi.VM.get_is_a_template(t)]
+    vm = xapi.VM.clone(template, "device test VM")
+    xapi.VM.provision(vm)
+    yield vm
+    if xapi.VM.get_power_state(vm) != "Halted":
+        xapi.VM.hard_shutdown(vm)
+    for cls in ("VGPU", "VUSB", "VTPM"):
+        for dev in getattr(xapi.VM, f"get_{cls}s")(vm):
+            getattr(xapi, cls).destroy(dev)
+    for vbd in xapi.VM.get_VBDs(vm):
+        vdi = xapi.VBD.get_VDI(vbd)
+        if vdi != NULL and xapi.VBD.get_type(vbd) == "Disk":
+            xapi.VDI.destroy(vdi)
+    xapi.VM.destroy(vm)
+
+
+# ---- PCI ----------------------------------------------------------------------------------
+
+def test_pci_devices_of_the_host(xapi):
+    x = xapi
+    host = x.host.get_all()[0]
+    pcis = x.PCI.get_all_records()
+    assert {v["pci_id"] for v in pcis.values()} >= {VGA, T4, "0000:41:00.0", "0000:41:00.1"}
+    assert sorted(x.host.get_PCIs(host)) == sorted(pcis)
+    t4 = pcis[pci(x, T4)]
+    assert (t4["class_id"], t4["vendor_id"], t4["device_id"], t4["host"]) == \
+        ("0302", "10de", "1eb8", host)
+    # the two functions of the X710 depend on each other; the NICs' PIFs point at them
+    f0, f1 = pci(x, "0000:41:00.0"), pci(x, "0000:41:00.1")
+    assert pcis[f0]["dependencies"] == [f1] and pcis[f1]["dependencies"] == [f0]
+    eth = {v["device"]: v["PCI"] for v in x.PIF.get_all_records().values() if v["physical"]}
+    assert eth["eth0"] == f0 and eth["eth1"] == f1
+
+
+def test_pci_dom0_access(xapi):
+    x = xapi
+    t4 = pci(x, T4)
+    pgpu = pgpu_of(x, t4)
+    assert x.PCI.get_dom0_access_status(t4) == "enabled"
+    # hidden from dom0 at the next boot; until then dom0 still has it
+    assert x.PCI.disable_dom0_access(t4) == "disable_on_reboot"
+    assert x.PCI.get_dom0_access_status(t4) == "disable_on_reboot"
+    assert x.PGPU.get_dom0_access(pgpu) == "disable_on_reboot"
+    assert x.PGPU.disable_dom0_access(pgpu) == "disable_on_reboot"
+    assert x.PGPU.enable_dom0_access(pgpu) == "enabled"
+    assert x.PCI.get_dom0_access_status(t4) == "enabled"
+    assert x.PGPU.get_dom0_access(pgpu) == "enabled"
+    assert x.PCI.enable_dom0_access(t4) == "enabled"
+    assert failure(x.PCI.get_dom0_access_status, "OpaqueRef:nope")[0] == "HANDLE_INVALID"
+
+
+# ---- GPUs ---------------------------------------------------------------------------------
+
+def test_pgpus_and_groups(xapi):
+    x = xapi
+    pt = passthrough(x)
+    vga, t4 = pgpu_of(x, pci(x, VGA)), pgpu_of(x, pci(x, T4))
+    v, t = x.PGPU.get_record(vga), x.PGPU.get_record(t4)
+    # the BMC's VGA is dom0's console: nothing to pass through
+    assert v["is_system_display_device"] is True and v["supported_VGPU_types"] == []
+    assert t["is_system_display_device"] is False and t["enabled_VGPU_types"] == [pt]
+    assert t["supported_VGPU_max_capacities"] == {pt: "1"}
+    g = x.GPU_group.get_record(t["GPU_group"])
+    assert g["PGPUs"] == [t4] and g["GPU_types"] == ["10de/1eb8"]
+    assert g["enabled_VGPU_types"] == [pt] and "Tesla T4" in g["name_label"]
+    assert t["GPU_group"] != v["GPU_group"]
+    assert x.PGPU.get_remaining_capacity(t4, pt) == "1"
+    assert x.PGPU.get_remaining_capacity(vga, pt) == "0"
+    assert x.GPU_group.get_remaining_capacity(t["GPU_group"], pt) == "1"
+    assert x.GPU_group.get_remaining_capacity(v["GPU_group"], pt) == "0"
+
+
+def test_gpu_group_create(xapi):
+    x = xapi
+    group = x.GPU_group.create("spare GPUs", "none yet", {"k": "v"})
+    try:
+        g = x.GPU_group.get_record(group)
+        assert (g["name_label"], g["name_description"], g["other_config"]) == \
+            ("spare GPUs", "none yet", {"k": "v"})
+        assert g["PGPUs"] == [] and g["GPU_types"] == [] and g["allocation_algorithm"] == "depth_first"
+        assert x.GPU_group.get_remaining_capacity(group, passthrough(x)) == "0"
+    finally:
+        x.GPU_group.destroy(group)
+
+
+def test_vgpu_create(xapi, vm):
+    x = xapi
+    pt = passthrough(x)
+    group = x.PGPU.get_GPU_group(pgpu_of(x, pci(x, T4)))
+    before = records(x, "VGPU")
+    assert failure(x.VGPU.create, vm, group, "first", {}, pt) == ["INVALID_DEVICE", "first"]
+    assert failure(x.VGPU.create, vm, group, "0", {}, "OpaqueRef:nope")[0] == "HANDLE_INVALID"
+    assert records(x, "VGPU") == before
+    vgpu = x.VGPU.create(vm, group, "0", {"a": "b"}, pt)
+    r = x.VGPU.get_record(vgpu)
+    assert (r["VM"], r["GPU_group"], r["device"], r["type"], r["other_config"]) == \
+        (vm, group, "0", pt, {"a": "b"})
+    assert r["currently_attached"] is False and r["resident_on"] == NULL
+    assert x.VM.get_VGPUs(vm) == [vgpu] and vgpu in x.GPU_group.get_VGPUs(group)
+    after = records(x, "VGPU")
+    assert failure(x.VGPU.create, vm, group, "0", {}, pt) == ["DEVICE_ALREADY_EXISTS", "0"]
+    # a passthrough GPU goes with nothing else in the VM
+    assert failure(x.VGPU.create, vm, group, "1", {}, pt) == ["VGPU_TYPE_NOT_COMPATIBLE", pt]
+    assert records(x, "VGPU") == after
+    # not resident anywhere while the VM is halted: the T4 is still free
+    assert x.PGPU.get_remaining_capacity(pgpu_of(x, pci(x, T4)), pt) == "1"
+
+
+# ---- USB ----------------------------------------------------------------------------------
+
+def stick(x):
+    [ref] = [r for r, v in x.PUSB.get_all_records().items() if v["product_id"] == "5583"]
+    return ref
+
+
+def test_pusb_and_scan(xapi):
+    x = xapi
+    host = x.host.get_all()[0]
+    p = x.PUSB.get_record(stick(x))
+    assert (p["vendor_id"], p["path"], p["host"], p["passthrough_enabled"]) == \
+        ("0781", "2-1", host, False)
+    assert float(p["speed"]) == 5000.0
+    g = x.USB_group.get_record(p["USB_group"])
+    assert g["PUSBs"] == [stick(x)] and g["name_label"] == "Group of 0781 5583 USBs"
+    before = records(x, "PUSB", "USB_group")
+    x.PUSB.scan(host)
+    assert records(x, "PUSB", "USB_group") == before
+    assert failure(x.PUSB.scan, "OpaqueRef:nope")[0] == "HANDLE_INVALID"
+
+
+def test_usb_group_create(xapi):
+    x = xapi
+    group = x.USB_group.create("my sticks", "", {"x": "1"})
+    r = x.USB_group.get_record(group)
+    assert (r["name_label"], r["other_config"], r["PUSBs"], r["VUSBs"]) == \
+        ("my sticks", {"x": "1"}, [], [])
+    x.USB_group.destroy(group)
+
+
+def test_vusb_create_and_unplug(xapi, vm):
+    x = xapi
+    pusb = stick(x)
+    group = x.PUSB.get_USB_group(pusb)
+    vusb = x.VUSB.create(vm, group, {"k": "v"})
+    r = x.VUSB.get_record(vusb)
+    assert (r["VM"], r["USB_group"], r["other_config"], r["currently_attached"]) == \
+        (vm, group, {"k": "v"}, False)
+    assert x.VM.get_VUSBs(vm) == [vusb]
+    before = records(x, "VUSB")
+    # a group holds one device: one VUSB
+    assert failure(x.VUSB.create, vm, group, {}) == ["USB_GROUP_CONFLICT", group]
+    assert failure(x.VUSB.unplug, vusb) == ["VM_BAD_POWER_STATE", vm, "Running", "Halted"]
+    assert records(x, "VUSB") == before
+    # started with the stick passed through, the VM has it; unplugged, it has not
+    x.PUSB.set_passthrough_enabled(pusb, True)
+    try:
+        x.VM.start(vm, False, False)
+        assert x.VUSB.get_currently_attached(vusb) is True
+        assert sorted(x.VUSB.get_allowed_operations(vusb)) == ["attach", "unplug"]
+        x.VUSB.unplug(vusb)
+        assert x.VUSB.get_currently_attached(vusb) is False
+        assert failure(x.VUSB.unplug, vusb) == ["DEVICE_ALREADY_DETACHED", vusb]
+        x.VM.hard_shutdown(vm)
+    finally:
+        x.PUSB.set_passthrough_enabled(pusb, False)
+    x.VUSB.destroy(vusb)
+    assert x.VM.get_VUSBs(vm) == []
+
+
+def test_vusb_limits(xapi, vm):
+    x = xapi
+    groups = [x.USB_group.create(f"g{i}", "", {}) for i in range(7)]
+    try:
+        for g in groups[:6]:
+            x.VUSB.create(vm, g, {})
+        before = records(x, "VUSB")
+        assert failure(x.VUSB.create, vm, groups[6], {}) == ["TOO_MANY_VUSBS", "6"]
+        assert records(x, "VUSB") == before
+        for v in x.VM.get_VUSBs(vm):
+            x.VUSB.destroy(v)
+        x.VM.set_ha_restart_priority(vm, "restart")
+        err = failure(x.VUSB.create, vm, groups[6], {})
+        assert err[0] == "OPERATION_NOT_ALLOWED" and "ha_restart_priority" in err[1]
+        assert x.VM.get_VUSBs(vm) == []
+        x.VM.set_ha_restart_priority(vm, "")
+    finally:
+        for g in groups:
+            for v in x.USB_group.get_VUSBs(g):
+                x.VUSB.destroy(v)
+            x.USB_group.destroy(g)
+
+
+# ---- VTPM ---------------------------------------------------------------------------------
+
+def test_vtpm_create_and_destroy(xapi, vm):
+    x = xapi
+    vtpm = x.VTPM.create(vm, True)
+    r = x.VTPM.get_record(vtpm)
+    assert (r["VM"], r["is_unique"], r["persistence_backend"], r["is_protected"]) == \
+        (vm, True, "xapi", False)
+    assert x.VM.get_VTPMs(vm) == [vtpm]
+    assert failure(x.VTPM.create, vm, False) == ["VTPM_MAX_AMOUNT_REACHED", "1"]
+    x.VM.start(vm, False, False)
+    assert failure(x.VTPM.destroy, vtpm) == ["VM_BAD_POWER_STATE", vm, "Halted", "Running"]
+    x.VM.hard_shutdown(vm)
+    x.VTPM.destroy(vtpm)
+    assert x.VM.get_VTPMs(vm) == []
+    x.VM.start(vm, False, False)
+    assert failure(x.VTPM.create, vm, True) == ["VM_BAD_POWER_STATE", vm, "Halted", "Running"]
+    assert x.VM.get_VTPMs(vm) == []
