@@ -373,7 +373,8 @@ def make_physical_pif(store, host, nic: dict, *, attached=True) -> str:
         "other_config": {}, "disallow_unplug": False,
         "ipv6_configuration_mode": "None", "IPv6": [], "ipv6_gateway": "",
         "primary_address_type": "IPv4", "managed": True,
-        "properties": {"gro": "on"}, "capabilities": [], "igmp_snooping_status": "disabled",
+        "properties": {"gro": "on"}, "capabilities": list(nic.get("capabilities", [])),
+        "igmp_snooping_status": "disabled",
         "PCI": NULL,
     })
 
@@ -584,7 +585,8 @@ def bond_create(ctx, network, members, MAC, mode, properties):
     used = {store.get("PIF", p)["device"] for p in store.field("host", host, "PIFs")}
     device = next(f"bond{i}" for i in range(len(used) + 1) if f"bond{i}" not in used)
     bond = store.create("Bond", {"primary_slave": primary, "mode": mode,
-                                 "properties": dict(properties), "other_config": {},
+                                 "properties": bond_properties_for(mode, properties),
+                                 "other_config": {},
                                  "links_up": len(members), "auto_update_mac": not MAC})
     first = rows[primary]
     master = _logical_pif(store, first, device=device, network=network,
@@ -614,4 +616,265 @@ def bond_destroy(ctx, bond):
 
 @action("Bond.set_mode")
 def bond_set_mode(ctx, bond, value):
-    ctx.store.update("Bond", bond, {"mode": value})
+    """The properties the new mode takes are kept, its defaults added."""
+    props = bond_properties_for(value, ctx.store.get("Bond", bond)["properties"])
+    ctx.store.update("Bond", bond, {"mode": value, "properties": props})
+
+
+# ---------------------------------------------------------------------------------------------
+# properties (PIF: gro; Bond: the LACP settings)
+# ---------------------------------------------------------------------------------------------
+
+_PIF_PROPERTIES = {"gro": ("on", "off")}
+_LACP = {"hashing_algorithm": (("src_mac", "tcpudp_ports"), "tcpudp_ports"),
+         "lacp-time": (("fast", "slow"), "slow"),
+         "lacp-aggregation-key": (None, None),   # any integer, no default
+         "lacp-fallback-ab": (("true", "false"), "true")}
+
+
+def _bad_property(name, value) -> ApiError:
+    return ApiError("INVALID_VALUE", "properties", f"{name} = {value}")
+
+
+def _bond_property_ok(mode: str, name: str, value: str) -> bool:
+    """xapi's requirements per bond mode: only lacp takes properties."""
+    if mode != "lacp" or name not in _LACP:
+        return False
+    allowed = _LACP[name][0]
+    if allowed is None:
+        return bool(re.fullmatch(r"[+-]?\d+", value))
+    return value in allowed
+
+
+def bond_properties_for(mode: str, properties: dict) -> dict:
+    """The valid properties kept, the mode's defaults added for those missing."""
+    kept = {k: v for k, v in properties.items() if _bond_property_ok(mode, k, v)}
+    if mode == "lacp":
+        for name, (_, default) in _LACP.items():
+            if default is not None:
+                kept.setdefault(name, default)
+    return kept
+
+
+@action("Bond.set_property")
+def bond_set_property(ctx, self, name, value):
+    store = ctx.store
+    row = store.get("Bond", self)
+    if not _bond_property_ok(row["mode"], name, value):
+        raise _bad_property(name, value)
+    store.update("Bond", self, {"properties": {**row["properties"], name: value}})
+
+
+@action("PIF.set_property")
+def pif_set_property(ctx, self, name, value):
+    store = ctx.store
+    if value not in _PIF_PROPERTIES.get(name, ()):
+        raise _bad_property(name, value)
+    row = store.get("PIF", self)
+    # only NICs on their own and bond masters have properties; a bond passes them on
+    bonds = store.field("PIF", self, "bond_master_of")
+    if not (row["physical"] or bonds) or row["bond_slave_of"] != NULL:
+        raise ApiError("CANNOT_CHANGE_PIF_PROPERTIES", self)
+    targets = [self] + [s for b in bonds for s in store.field("Bond", b, "slaves")]
+    for pif in targets:
+        store.update("PIF", pif, {"properties": {**store.get("PIF", pif)["properties"],
+                                                 name: value}})
+
+
+# ---------------------------------------------------------------------------------------------
+# PIF: IPv6, and the database-only introduce/forget (pool join and recovery use them)
+# ---------------------------------------------------------------------------------------------
+
+def assert_no_clustering_on(store, pif) -> None:
+    for ch in store.find("Cluster_host", PIF=pif):
+        if store.get("Cluster_host", ch)["enabled"]:
+            raise ApiError("CLUSTERING_ENABLED", ch)
+
+
+def _slaac_address(mac: str) -> str:
+    """The address a simulated router advertisement gives: EUI-64 in fd00::/64."""
+    octets = [int(x, 16) for x in mac.split(":")] if valid_mac(mac) else [2, 0, 0, 0, 0, 1]
+    octets[0] ^= 0x02
+    eui = octets[:3] + [0xFF, 0xFE] + octets[3:]
+    groups = [f"{eui[i] << 8 | eui[i + 1]:x}" for i in range(0, 8, 2)]
+    return str(ipaddress.ip_interface("fd00::" + ":".join(groups) + "/64"))
+
+
+@action("PIF.reconfigure_ipv6")
+def pif_reconfigure_ipv6(ctx, self, mode, IPv6, gateway, DNS):
+    store = ctx.store
+    assert_no_clustering_on(store, self)
+    if gateway:
+        _assert_ips([gateway], "gateway", 6)
+    if IPv6:
+        _assert_cidrs([IPv6], "IPv6", 6)
+    for d in filter(None, DNS.split(",")):
+        _assert_ips([d.strip()], "DNS", 6)
+    row = store.get("PIF", self)
+    if row["management"] and mode == "None" and row["primary_address_type"] == "IPv6":
+        raise ApiError("PIF_IS_MANAGEMENT_INTERFACE", self)
+    changes = {"ipv6_configuration_mode": mode, "ipv6_gateway": gateway}
+    if DNS:
+        changes["DNS"] = DNS
+    if mode == "None":
+        changes["IPv6"] = []
+    elif IPv6:
+        changes["IPv6"] = [IPv6]
+    elif mode in ("DHCP", "Autoconf"):
+        changes["IPv6"] = [_slaac_address(row["MAC"])]
+    store.update("PIF", self, changes)
+
+
+@action("PIF.db_introduce")
+def pif_db_introduce(ctx, device, network, host, MAC, MTU, VLAN, physical, ip_configuration_mode,
+                     IP, netmask, gateway, DNS, bond_slave_of, VLAN_master_of, management,
+                     other_config, disallow_unplug, ipv6_configuration_mode, IPv6, ipv6_gateway,
+                     primary_address_type, managed, properties):
+    """The record as given, nothing checked or configured (xapi's pool_introduce)."""
+    return ctx.store.create("PIF", {
+        "device": device, "network": network, "host": host, "MAC": MAC, "MTU": MTU,
+        "VLAN": VLAN, "physical": physical, "ip_configuration_mode": ip_configuration_mode,
+        "IP": IP, "netmask": netmask, "gateway": gateway, "DNS": DNS,
+        "bond_slave_of": bond_slave_of, "VLAN_master_of": VLAN_master_of,
+        "management": management, "other_config": dict(other_config),
+        "disallow_unplug": disallow_unplug, "ipv6_configuration_mode": ipv6_configuration_mode,
+        "IPv6": list(IPv6), "ipv6_gateway": ipv6_gateway,
+        "primary_address_type": primary_address_type, "managed": managed,
+        "properties": dict(properties), "metrics": NULL, "currently_attached": False,
+        "capabilities": [], "igmp_snooping_status": "unknown", "PCI": NULL})
+
+
+@action("PIF.db_forget")
+def pif_db_forget(ctx, self):
+    ctx.store.destroy("PIF", self)
+
+
+# ---------------------------------------------------------------------------------------------
+# tunnels and SR-IOV: a logical PIF on the network, carried by a physical one
+# ---------------------------------------------------------------------------------------------
+
+def _assert_managed(store, network, pif) -> None:
+    if not store.get("network", network)["managed"]:
+        raise ApiError("NETWORK_UNMANAGED", network)
+    if not store.get("PIF", pif)["managed"]:
+        raise ApiError("PIF_UNMANAGED", pif)
+
+
+@action("tunnel.create")
+def tunnel_create(ctx, transport_PIF, network, protocol):
+    store = ctx.store
+    _assert_managed(store, network, transport_PIF)
+    row = store.get("PIF", transport_PIF)
+    if row["bond_slave_of"] != NULL:
+        raise ApiError("CANNOT_ADD_TUNNEL_TO_BOND_SLAVE", transport_PIF)
+    if store.field("PIF", transport_PIF, "tunnel_access_PIF_of"):
+        raise ApiError("IS_TUNNEL_ACCESS_PIF", transport_PIF)
+    if store.field("PIF", transport_PIF, "sriov_logical_PIF_of"):
+        raise ApiError("CANNOT_ADD_TUNNEL_TO_SRIOV_LOGICAL", transport_PIF)
+    for h in store.refs("host"):
+        if store.get("host", h)["software_version"].get("network_backend") != "openvswitch":
+            raise ApiError("OPENVSWITCH_NOT_ACTIVE")
+    _assert_network_free_on(store, network, row["host"])
+    if row["ip_configuration_mode"] == "None" and row["ipv6_configuration_mode"] == "None":
+        raise ApiError("TRANSPORT_PIF_NOT_CONFIGURED", transport_PIF)
+    used = {store.get("PIF", p)["device"] for p in store.field("host", row["host"], "PIFs")}
+    device = next(f"tunnel{i}" for i in range(len(used) + 1) if f"tunnel{i}" not in used)
+    access = _logical_pif(store, row, device=device, network=network, MAC=random_mac(),
+                          currently_attached=True, metrics=row["metrics"])
+    return store.create("tunnel", {"access_PIF": access, "transport_PIF": transport_PIF,
+                                   "status": {"active": "false"}, "other_config": {},
+                                   "protocol": protocol})
+
+
+@action("tunnel.destroy")
+def tunnel_destroy(ctx, self):
+    store = ctx.store
+    access = store.get("tunnel", self)["access_PIF"]
+    store.destroy("tunnel", self)
+    if store.exists("PIF", access):
+        store.destroy("PIF", access)
+
+
+SRIOV_MAC = "fe:ff:ff:ff:ff:ff"   # xapi's placeholder: VFs get the VIFs' MACs
+
+
+@action("network_sriov.create")
+def sriov_create(ctx, pif, network):
+    store = ctx.store
+    _assert_managed(store, network, pif)
+    row = store.get("PIF", pif)
+    if not row["physical"]:
+        raise ApiError("PIF_IS_NOT_PHYSICAL", pif)
+    if "sriov" not in row["capabilities"]:
+        raise ApiError("PIF_IS_NOT_SRIOV_CAPABLE", pif)
+    if store.field("PIF", pif, "sriov_physical_PIF_of"):
+        raise ApiError("NETWORK_SRIOV_ALREADY_ENABLED", pif)
+    _assert_network_free_on(store, network, row["host"])
+    for other in store.field("network", network, "PIFs"):
+        if not store.field("PIF", other, "sriov_logical_PIF_of"):
+            raise ApiError("NETWORK_HAS_INCOMPATIBLE_SRIOV_PIFS", other, network)
+    # the driver (i40e) enables its virtual functions through sysfs: no reboot needed
+    logical = _logical_pif(store, row, device=row["device"], network=network, MAC=SRIOV_MAC,
+                           currently_attached=True, metrics=row["metrics"],
+                           primary_address_type=row["primary_address_type"])
+    return store.create("network_sriov", {"physical_PIF": pif, "logical_PIF": logical,
+                                          "requires_reboot": False,
+                                          "configuration_mode": "sysfs"})
+
+
+@action("network_sriov.destroy")
+def sriov_destroy(ctx, self):
+    store = ctx.store
+    logical = store.get("network_sriov", self)["logical_PIF"]
+    if store.exists("PIF", logical) and store.field("PIF", logical, "VLAN_slave_of"):
+        raise ApiError("PIF_VLAN_STILL_EXISTS", logical)
+    store.destroy("network_sriov", self)
+    if store.exists("PIF", logical):
+        store.destroy("PIF", logical)
+
+
+@action("network_sriov.get_remaining_capacity")
+async def sriov_get_remaining_capacity(ctx, self):
+    """The NIC's virtual functions less those given to plugged VIFs on the SR-IOV network."""
+    store = ctx.store
+    row = store.get("network_sriov", self)
+    physical = store.get("PIF", row["physical_PIF"])
+    total = next((nic.get("sriov_totalvfs", 0) for nic in await _nics(ctx)
+                  if nic["device"] == physical["device"]), 0)
+    network = store.get("PIF", row["logical_PIF"])["network"]
+    used = [v for v in store.field("network", network, "VIFs")
+            if store.get("VIF", v)["currently_attached"]]
+    return max(0, total - len(used))
+
+
+# ---------------------------------------------------------------------------------------------
+# SDN controller: the one the vswitch of every host connects to (ssl) or listens for (pssl)
+# ---------------------------------------------------------------------------------------------
+
+@action("SDN_controller.introduce")
+def sdn_introduce(ctx, protocol, address, port):
+    store = ctx.store
+    for h in store.refs("host"):
+        if store.get("host", h)["software_version"].get("network_backend") != "openvswitch":
+            raise ApiError("OPENVSWITCH_NOT_ACTIVE")
+    if store.refs("SDN_controller"):
+        raise ApiError("OPERATION_NOT_ALLOWED",
+                       "SDN controller has been configured. Please forget it first.")
+    if protocol == "ssl":
+        port = port or 6632
+        if not valid_ipv4(address):
+            raise ApiError("INVALID_IP_ADDRESS_SPECIFIED", "address")
+        if not 1 <= port <= 65535:
+            raise ApiError("VALUE_NOT_SUPPORTED", "port", str(port), "Port out of range")
+    else:   # pssl: the controller connects to the hosts, it has no address of its own here
+        if address:
+            raise ApiError("INVALID_VALUE", "address", address)
+        if port:
+            raise ApiError("INVALID_VALUE", "port", str(port))
+    return store.create("SDN_controller", {"protocol": protocol, "address": address,
+                                           "port": port})
+
+
+@action("SDN_controller.forget")
+def sdn_forget(ctx, self):
+    ctx.store.destroy("SDN_controller", self)
