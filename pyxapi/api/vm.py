@@ -19,6 +19,7 @@ from ..db.store import NULL, journal, new_ref, now
 from ..errors import ApiError
 from ..model.values import EPOCH
 from . import blob, devices, network, storage
+from .alerts import vm_alert
 from .bootstrap import on_loop_start_hook
 from .generic import create_from_record, set_allowed_operations
 from .registry import action
@@ -521,6 +522,7 @@ async def _start(ctx, vm: str, host: str, paused: bool, op: str) -> None:
         domid = await domain(ctx, vm, "start", domain_spec(store, vm), paused=paused,
                              progress=ctx.progress)
         await settle(set_live(ctx, vm, domid, "Paused" if paused else "Running"))
+    vm_alert(ctx, vm, "start", host=host)
 
 
 @action("VM.start")
@@ -556,12 +558,14 @@ async def _clean_shutdown(ctx, vm: str, timeout: float = 1200.0) -> None:
 async def clean_shutdown(ctx, vm):
     async with vm_operation(ctx, vm, "clean_shutdown"):
         await _clean_shutdown(ctx, vm)
+    vm_alert(ctx, vm, "shutdown")
 
 
 @action("VM.hard_shutdown")
 async def hard_shutdown(ctx, vm):
     async with vm_operation(ctx, vm, "hard_shutdown"):
         await _hard_shutdown(ctx, vm)
+    vm_alert(ctx, vm, "hard_shutdown")
 
 
 @action("VM.shutdown")
@@ -569,13 +573,16 @@ async def shutdown(ctx, vm):
     """Clean if the guest can, else hard (xapi's VM.shutdown)."""
     async with vm_operation(ctx, vm, "shutdown"):
         row = ctx.store.get("VM", vm)
-        if row["power_state"] == "Running":
+        clean = row["power_state"] == "Running"
+        if clean:
             try:  # the VM's shutdown_delay, when set, is how long the guest is given
                 await _clean_shutdown(ctx, vm, float(row["shutdown_delay"] or 1200))
-                return
             except ApiError as e:
                 log.info("clean shutdown of %s failed (%s): shutting down hard", vm, e)
-        await _hard_shutdown(ctx, vm)
+                clean = False
+        if not clean:
+            await _hard_shutdown(ctx, vm)
+    vm_alert(ctx, vm, "shutdown")  # whichever way it went
 
 
 async def _reboot(ctx, vm: str, op: str, clean: bool) -> None:
@@ -585,6 +592,7 @@ async def _reboot(ctx, vm: str, op: str, clean: bool) -> None:
         domid = await domain(ctx, vm, "reboot", domain_spec(store, vm), clean=clean,
                              progress=ctx.progress)
         await settle(set_live(ctx, vm, domid, "Running"))
+    vm_alert(ctx, vm, op)
 
 
 @action("VM.clean_reboot")
@@ -602,6 +610,7 @@ async def pause(ctx, vm):
     async with vm_operation(ctx, vm, "pause"):
         await domain(ctx, vm, "pause")
         await settle(_set_run_state(ctx, vm, "Paused"))
+    vm_alert(ctx, vm, "pause")
 
 
 @action("VM.unpause")
@@ -609,6 +618,7 @@ async def unpause(ctx, vm):
     async with vm_operation(ctx, vm, "unpause"):
         await domain(ctx, vm, "unpause")
         await settle(_set_run_state(ctx, vm, "Running"))
+    vm_alert(ctx, vm, "unpause")
 
 
 async def _set_run_state(ctx, vm: str, state: str) -> None:
@@ -652,6 +662,7 @@ async def suspend_domain(ctx, vm: str) -> None:
 async def suspend(ctx, vm):
     async with vm_operation(ctx, vm, "suspend"):
         await suspend_domain(ctx, vm)
+    vm_alert(ctx, vm, "suspend")
 
 
 async def resume_domain(ctx, vm: str, paused: bool = False) -> None:
@@ -678,6 +689,7 @@ async def _resume(ctx, vm: str, host: str, paused: bool, op: str) -> None:
     async with vm_operation(ctx, vm, op):
         await assert_can_boot_here(ctx, vm, host)
         await resume_domain(ctx, vm, paused)
+    vm_alert(ctx, vm, "resume", host=host)
 
 
 @action("VM.resume")

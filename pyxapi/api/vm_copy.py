@@ -14,6 +14,7 @@ from ..db.store import NULL, new_uuid, now
 from ..errors import ApiError
 from ..model.values import EPOCH
 from . import network, storage
+from .alerts import vm_alert
 from .registry import action
 from .vm import (
     LIVE, assert_operation, domain, force_state_reset, metrics_ref, resume_domain, settle,
@@ -180,7 +181,9 @@ async def copy(ctx, vm, new_name, sr):
 
 @action("VM.snapshot")
 async def snapshot(ctx, vm, new_name, ignore_vdis):
-    return await _copy_op(ctx, vm, new_name, "snapshot", ignore_vdis=set(ignore_vdis))
+    new = await _copy_op(ctx, vm, new_name, "snapshot", ignore_vdis=set(ignore_vdis))
+    vm_alert(ctx, vm, "snapshot", new_name=new_name)
+    return new
 
 
 @action("VM.checkpoint")
@@ -203,6 +206,7 @@ async def checkpoint(ctx, vm, new_name):
                                                    "power-state-at-snapshot": "Running"
                                                    if running else
                                                    store.get("VM", vm)["power_state"]}})
+    vm_alert(ctx, vm, "checkpoint", new_name=new_name)
     return new
 
 
@@ -221,9 +225,10 @@ async def revert(ctx, snapshot):
         raise ApiError("VM_REVERT_FAILED", snapshot, vm)
     async with vm_operation(ctx, snapshot, "revert"), vm_operation(ctx, vm, "reverting"):
         row = store.get("VM", vm)
-        if row["power_state"] in LIVE:
+        if row["power_state"] in LIVE:  # xapi calls VM.hard_shutdown, which raises its alert
             await domain(ctx, vm, "shutdown", clean=False)
             force_state_reset(ctx, vm, "Halted")
+            vm_alert(ctx, vm, "hard_shutdown")
         # the new disks are made first: a failure leaves the VM's own as they were
         made = Made(ctx)
         try:
@@ -237,6 +242,7 @@ async def revert(ctx, snapshot):
             await made.undo()
             raise
         await settle(_swap_in(ctx, vm, snapshot, disks, new_image))
+    vm_alert(ctx, vm, "revert", snapshot=snapshot)
 
 
 async def _swap_in(ctx, vm: str, snapshot: str, disks: list, new_image: str) -> None:

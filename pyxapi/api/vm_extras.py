@@ -18,6 +18,7 @@ import urllib.request
 from ..db.store import NULL
 from ..errors import ApiError
 from . import storage
+from .alerts import vm_alert
 from .registry import action
 from .vm import (
     assert_can_boot_here, assert_operation, domain, domain_spec, force_state_reset,
@@ -91,10 +92,12 @@ async def pool_migrate(ctx, vm, host, options):
     """To the host the VM is on: a localhost migration (a new domain, the same VM)."""
     if options.get("force", "").lower() != "true":
         _assert_strict(ctx.store, vm, "pool_migrate")
+    source = ctx.store.get("VM", vm)["resident_on"]
     async with vm_operation(ctx, vm, "pool_migrate"):
         _check_host(ctx, vm, host)
         await assert_can_boot_here(ctx, vm, host)
         await relocate(ctx, vm)
+    vm_alert(ctx, vm, "migrate", source=source, host=host)
 
 
 @action("VM.restart_device_models")
@@ -166,6 +169,8 @@ async def migrate_send(ctx, vm, dest, live, vdi_map, vif_map, options, vgpu_map,
     is saved while this happens and restored on its new disks."""
     store = ctx.store
     host, disks, vifs = _plan(ctx, vm, dest, live, vdi_map, vif_map, options)
+    source = store.get("VM", vm)["resident_on"]
+    alive = store.get("VM", vm)["power_state"] in ("Running", "Paused")
     async with vm_operation(ctx, vm, "migrate_send"):
         await assert_can_boot_here(ctx, vm, host)
 
@@ -179,6 +184,8 @@ async def migrate_send(ctx, vm, dest, live, vdi_map, vif_map, options, vgpu_map,
         else:
             await move()
         update_allowed_operations(store, vm)
+    if alive:  # as xapi: only a live migration within the pool is announced
+        vm_alert(ctx, vm, "migrate", source=source, host=host)
     return vm
 
 
