@@ -71,7 +71,7 @@ async def first_scan(app) -> None:
         scan(app.store, app.host_ref)
 
 
-@action("Host_driver.rescan")
+@action("Host_driver.rescan", "host.rescan_drivers")
 def rescan(ctx, host):
     scan(ctx.store, host)
 

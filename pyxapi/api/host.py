@@ -642,19 +642,24 @@ def _status_report(ctx, host: str) -> bytes:
 
 @action("host.bugreport_upload")
 async def bugreport_upload(ctx, host, url, options):
-    """Upload a status report with an HTTP PUT (as host-bugreport-upload does with curl -T);
-    failures are reported in xapi's words for curl's exit codes."""
+    """Upload a status report with an HTTP PUT (as host-bugreport-upload does with curl -T)."""
+    name = f"{ctx.store.get('host', host)['hostname']}-{now():%Y%m%d%H%M%S}.tar.gz"
+    await upload(url, options, name, lambda: _status_report(ctx, host))
+
+
+async def upload(url: str, options: dict, name: str, content) -> None:
+    """PUT content() to url (url/name when it ends with "/"), as xapi's upload scripts do with
+    curl; failures are reported in xapi's words for curl's exit codes."""
     import httpx
 
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ApiError("INTERNAL_ERROR", "URL not recognised")
     proxy = options.get("http_proxy") or None
-    name = f"{ctx.store.get('host', host)['hostname']}-{now():%Y%m%d%H%M%S}.tar.gz"
     target = url if not url.endswith("/") else url + name
     try:
         async with httpx.AsyncClient(proxy=proxy, timeout=30, verify=False) as client:
-            r = await client.put(target, content=_status_report(ctx, host))
+            r = await client.put(target, content=content())
     except httpx.ProxyError:
         raise ApiError("INTERNAL_ERROR", "Failed to resolve proxy or host") from None
     except httpx.ConnectError as e:
@@ -667,11 +672,11 @@ async def bugreport_upload(ctx, host, url, options):
         raise ApiError("INTERNAL_ERROR", f"upload refused: HTTP {r.status_code}")
 
 
-@action("host.sync_data", "host.backup_rrds", "host.rescan_drivers", "host.refresh_pack_info")
+@action("host.sync_data", "host.backup_rrds", "host.refresh_pack_info")
 def nothing_to_do(ctx, host, *rest):
     """Successful no-ops on a single host: there is no master to sync messages or RRDs with
-    (the recorded data sources are already kept on disk), and no driver or supplemental pack
-    can be added to it, so there is nothing new to find."""
+    (the recorded data sources are already kept on disk), and no supplemental pack can be
+    added to it, so there is nothing new to find (host.rescan_drivers: drivers.py)."""
 
 
 @action("host.syslog_reconfigure")
