@@ -519,6 +519,12 @@ def test_snapshot_revert_and_checkpoint(xapi):
     rec = x.VM.get_record(vm)
     assert rec["power_state"] == "Suspended" and rec["suspend_VDI"] not in (
         "OpaqueRef:NULL", c["suspend_VDI"])
+    # from Suspended back to the plain snapshot: shut down hard first, its image goes
+    x.VM.revert(snap)
+    assert x.VM.get_power_state(vm) == "Halted" and rec["suspend_VDI"] not in x.VDI.get_all()
+    assert x.VM.get_suspend_VDI(vm) == "OpaqueRef:NULL"
+    x.VM.revert(cp)
+    assert x.VM.get_power_state(vm) == "Suspended"
     x.VM.resume(vm, False, False)
     assert x.VM.get_power_state(vm) == "Running"
 

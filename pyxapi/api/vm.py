@@ -535,7 +535,7 @@ async def start_on(ctx, vm, host, start_paused, force):
     await _start(ctx, vm, host, start_paused, "start_on")
 
 
-async def _hard_shutdown(ctx, vm: str) -> None:
+async def halt_hard(ctx, vm: str) -> None:
     store = ctx.store
     row = store.get("VM", vm)
     if row["power_state"] == "Suspended":
@@ -564,7 +564,7 @@ async def clean_shutdown(ctx, vm):
 @action("VM.hard_shutdown")
 async def hard_shutdown(ctx, vm):
     async with vm_operation(ctx, vm, "hard_shutdown"):
-        await _hard_shutdown(ctx, vm)
+        await halt_hard(ctx, vm)
     vm_alert(ctx, vm, "hard_shutdown")
 
 
@@ -581,7 +581,7 @@ async def shutdown(ctx, vm):
                 log.info("clean shutdown of %s failed (%s): shutting down hard", vm, e)
                 clean = False
         if not clean:
-            await _hard_shutdown(ctx, vm)
+            await halt_hard(ctx, vm)
     vm_alert(ctx, vm, "shutdown")  # whichever way it went
 
 

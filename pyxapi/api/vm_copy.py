@@ -17,7 +17,7 @@ from . import network, storage
 from .alerts import vm_alert
 from .registry import action
 from .vm import (
-    LIVE, assert_operation, domain, force_state_reset, metrics_ref, resume_domain, settle,
+    assert_operation, force_state_reset, halt_hard, metrics_ref, resume_domain, settle,
     suspend_domain, update_allowed_operations, vm_operation,
 )
 
@@ -225,9 +225,8 @@ async def revert(ctx, snapshot):
         raise ApiError("VM_REVERT_FAILED", snapshot, vm)
     async with vm_operation(ctx, snapshot, "revert"), vm_operation(ctx, vm, "reverting"):
         row = store.get("VM", vm)
-        if row["power_state"] in LIVE:  # xapi calls VM.hard_shutdown, which raises its alert
-            await domain(ctx, vm, "shutdown", clean=False)
-            force_state_reset(ctx, vm, "Halted")
+        if row["power_state"] != "Halted":  # xapi calls VM.hard_shutdown, which raises its alert
+            await halt_hard(ctx, vm)  # a suspended VM loses its suspend image
             vm_alert(ctx, vm, "hard_shutdown")
         # the new disks are made first: a failure leaves the VM's own as they were
         made = Made(ctx)
