@@ -2,8 +2,11 @@
 destroy, destroy_many, destroy_all, and messages in the event.from stream."""
 import datetime as dt
 
+import httpx
 import pytest
 import XenAPI
+
+from tests.server import PASSWORD
 
 EPOCH = "19700101T00:00:00Z"
 
@@ -138,3 +141,21 @@ def test_destroy_all_with_filters(fresh_server):
     assert set(mine(x)) == {high}
     x.message.destroy_all({})
     assert x.message.get_all() == []
+
+
+def test_only_the_newest_messages_are_kept(fresh_server):
+    """xapi keeps at most 10,000 messages; past that the oldest are dropped as new ones come."""
+    srv = fresh_server(https=False, unix=False)
+    x = srv.session("http").xenapi
+    puuid = pool_uuid(x)
+    with httpx.Client(base_url=srv.http, timeout=60) as http:
+        session = http.post("/jsonrpc", json={"jsonrpc": "2.0", "id": 0, "params": ["root", PASSWORD],
+                                              "method": "session.login_with_password"}).json()["result"]
+        made = []
+        for i in range(10_005):
+            reply = http.post("/jsonrpc", json={"jsonrpc": "2.0", "id": i, "method": "message.create",
+                                                "params": [session, f"TEST_{i}", 1, "Pool", puuid, ""]})
+            made.append(reply.json()["result"])
+    kept = x.message.get_all()
+    assert len(kept) == 10_000
+    assert set(kept) == set(made[5:])  # the five oldest went

@@ -20,6 +20,9 @@ from .registry import action
 CLASS_OF = {"VM": "VM", "Host": "host", "SR": "SR", "Pool": "pool", "VMPP": "VMPP",
             "VMSS": "VMSS", "PVS_proxy": "PVS_proxy", "VDI": "VDI", "Certificate": "Certificate"}
 
+# xapi keeps at most this many messages (Xapi_globs.message_limit), dropping the oldest
+MESSAGE_LIMIT = 10_000
+
 # characters XML 1.0 cannot carry: xapi refuses such a body ("UTF8 expected")
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
 
@@ -34,8 +37,12 @@ def create_message(store, name: str, priority: int, cls: str, obj_uuid: str, bod
         raise ApiError("INVALID_VALUE", "UTF8 expected")
     if not _object_exists(store, cls, obj_uuid):
         raise ApiError("UUID_INVALID", cls, obj_uuid)
-    return store.create("message", {"name": name, "priority": priority, "cls": cls,
-                                    "obj_uuid": obj_uuid, "timestamp": now(), "body": body})
+    ref = store.create("message", {"name": name, "priority": priority, "cls": cls,
+                                   "obj_uuid": obj_uuid, "timestamp": now(), "body": body})
+    table = store.tables["message"]
+    while len(table) > MESSAGE_LIMIT:  # the oldest go first
+        store.destroy("message", min(table, key=lambda r: table[r]["timestamp"]))
+    return ref
 
 
 def _newest_first(store, refs) -> dict:
