@@ -47,3 +47,16 @@ def test_dr_task_needs_metadata_capable_sr_type(xapi):
     assert failure(x.DR_task.create, "lvmoiscsi", {"target": "10.0.0.9"}, []) == [
         "OPERATION_NOT_ALLOWED", "Disaster recovery not supported on SRs of type lvmoiscsi"]
     assert (x.DR_task.get_all(), x.SR.get_all()) == before
+
+
+def test_lvhd_thin_provisioning_needs_the_sm_extension(xapi):
+    x = xapi
+    host = x.host.get_all()[0]
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    before = x.SR.get_sm_config(sr)
+    assert x.host.has_extension(host, "LVHD.enable_thin_provisioning") is False
+    assert failure(x.LVHD.enable_thin_provisioning, host, sr, "0", "0") == [
+        "MESSAGE_METHOD_UNKNOWN", "LVHD.enable_thin_provisioning"]
+    assert failure(x.LVHD.enable_thin_provisioning, host, "OpaqueRef:s", "0", "0") == [
+        "HANDLE_INVALID", "SR", "OpaqueRef:s"]
+    assert x.SR.get_sm_config(sr) == before

@@ -18,7 +18,7 @@ from .message import create_message
 from .registry import action
 from .vm import assert_operation
 from .vm import destroy as destroy_vm
-from .vm_copy import _copy_op, checkpoint
+from .vm_copy import checkpoint, snapshot
 
 # message priorities: XenCenter shows a VMSS message below 3 as an error (with the per-VM lines),
 # 3 as a warning and above as information
@@ -32,7 +32,7 @@ async def _take(ctx, vm: str, kind: str, name: str) -> str:
         return await checkpoint(ctx, vm, name)
     if kind == "snapshot_with_quiesce":  # the guest must say it can quiesce
         assert_operation(ctx.store, vm, "snapshot_with_quiesce")
-    return await _copy_op(ctx, vm, name, "snapshot")
+    return await snapshot(ctx, vm, name, [])
 
 
 async def _uninstall(ctx, snap: str) -> None:
