@@ -70,6 +70,11 @@ def test_cluster_create_checks_and_lifecycle(x):
     # the clustering PIF is pinned: its address cannot change, it cannot be unplugged
     assert failure(x.PIF.reconfigure_ipv6, eth0, "Autoconf", "", "", "") == \
         ["CLUSTERING_ENABLED", ch]
+    assert failure(x.PIF.reconfigure_ip, eth0, "DHCP", "", "", "", "") == \
+        ["CLUSTERING_ENABLED", ch]
+    assert failure(x.PIF.set_disallow_unplug, eth0, False) == ["CLUSTERING_ENABLED", ch]
+    assert x.PIF.get_disallow_unplug(eth0) is True
+    assert x.PIF.get_ip_configuration_mode(eth0) == "Static"
     assert failure(x.PIF.unplug, eth0)[0] in ("PIF_IS_MANAGEMENT_INTERFACE",
                                               "PIF_DOES_NOT_ALLOW_UNPLUG")
     # a vTPM's state lives in the database, which a fenced host could not write back

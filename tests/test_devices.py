@@ -109,17 +109,24 @@ def test_pgpus_and_groups(xapi):
     assert x.GPU_group.get_remaining_capacity(v["GPU_group"], pt) == "0"
 
 
-def test_gpu_group_create(xapi):
+def test_gpu_group_create_and_destroy(xapi, vm):
     x = xapi
+    pt = passthrough(x)
     group = x.GPU_group.create("spare GPUs", "none yet", {"k": "v"})
-    try:
-        g = x.GPU_group.get_record(group)
-        assert (g["name_label"], g["name_description"], g["other_config"]) == \
-            ("spare GPUs", "none yet", {"k": "v"})
-        assert g["PGPUs"] == [] and g["GPU_types"] == [] and g["allocation_algorithm"] == "depth_first"
-        assert x.GPU_group.get_remaining_capacity(group, passthrough(x)) == "0"
-    finally:
-        x.GPU_group.destroy(group)
+    g = x.GPU_group.get_record(group)
+    assert (g["name_label"], g["name_description"], g["other_config"]) == \
+        ("spare GPUs", "none yet", {"k": "v"})
+    assert g["PGPUs"] == [] and g["GPU_types"] == [] and g["allocation_algorithm"] == "depth_first"
+    assert x.GPU_group.get_remaining_capacity(group, pt) == "0"
+    # a vGPU may name an empty group (the VM cannot start until it has a GPU); it goes with it
+    vgpu = x.VGPU.create(vm, group, "0", {}, pt)
+    x.GPU_group.destroy(group)
+    assert group not in x.GPU_group.get_all() and vgpu not in x.VGPU.get_all()
+    assert x.VM.get_VGPUs(vm) == []
+    t4 = pgpu_of(x, pci(x, T4))
+    t4_group = x.PGPU.get_GPU_group(t4)
+    assert failure(x.GPU_group.destroy, t4_group) == ["GPU_GROUP_CONTAINS_PGPU", t4]
+    assert x.GPU_group.get_PGPUs(t4_group) == [t4]
 
 
 def test_vgpu_create(xapi, vm):
@@ -196,12 +203,18 @@ def test_vusb_create_and_unplug(xapi, vm):
         x.VM.start(vm, False, False)
         assert x.VUSB.get_currently_attached(vusb) is True
         assert sorted(x.VUSB.get_allowed_operations(vusb)) == ["attach", "unplug"]
+        # the VM has the stick: dom0 cannot take it back, its group cannot go
+        assert failure(x.PUSB.set_passthrough_enabled, pusb, False) == \
+            ["USB_ALREADY_ATTACHED", pusb, vm]
+        assert failure(x.USB_group.destroy, group) == ["USB_GROUP_CONTAINS_VUSB", vusb]
+        assert x.PUSB.get_passthrough_enabled(pusb) is True and x.VM.get_VUSBs(vm) == [vusb]
         x.VUSB.unplug(vusb)
         assert x.VUSB.get_currently_attached(vusb) is False
         assert failure(x.VUSB.unplug, vusb) == ["DEVICE_ALREADY_DETACHED", vusb]
         x.VM.hard_shutdown(vm)
     finally:
         x.PUSB.set_passthrough_enabled(pusb, False)
+    assert failure(x.USB_group.destroy, group) == ["USB_GROUP_CONTAINS_PUSB", pusb]
     x.VUSB.destroy(vusb)
     assert x.VM.get_VUSBs(vm) == []
 
@@ -247,3 +260,30 @@ def test_vtpm_create_and_destroy(xapi, vm):
     x.VM.start(vm, False, False)
     assert failure(x.VTPM.create, vm, True) == ["VM_BAD_POWER_STATE", vm, "Halted", "Running"]
     assert x.VM.get_VTPMs(vm) == []
+
+
+def test_pci_dom0_access_follows_a_reboot(fresh_server):
+    import time
+    srv = fresh_server()
+    x = srv.session().xenapi
+    host = x.host.get_all()[0]
+    t4 = pci(x, T4)
+    pgpu = pgpu_of(x, t4)
+    assert x.PCI.disable_dom0_access(t4) == "disable_on_reboot"
+    x.host.disable(host)
+    x.host.reboot(host)
+    deadline = time.monotonic() + 20
+    while not (x.host.get_enabled(host) and x.host_metrics.get_live(x.host.get_metrics(host))):
+        assert time.monotonic() < deadline, "the host did not come back"
+        time.sleep(0.1)
+    # hidden from dom0 since this boot
+    assert x.PCI.get_dom0_access_status(t4) == "disabled"
+    assert x.PGPU.get_dom0_access(pgpu) == "disabled"
+    assert x.PGPU.enable_dom0_access(pgpu) == "enable_on_reboot"
+    assert x.PCI.get_dom0_access_status(t4) == "enable_on_reboot"
+    assert x.PCI.disable_dom0_access(t4) == "disabled"
+    # the agent's restart changes nothing: the boot is the same
+    srv.stop()
+    x = fresh_server().session().xenapi
+    assert x.PCI.get_dom0_access_status(t4) == "disabled"
+    assert x.PGPU.get_dom0_access(pgpu) == "disabled"

@@ -58,6 +58,13 @@ def test_pif_set_property(x):
 def test_bond_properties(x):
     eth0, eth1 = pif(x, "eth0"), pif(x, "eth1")
     net = new_network(x, "bond net")
+    # the master takes its members' properties: they must agree
+    x.PIF.set_property(eth1, "gro", "off")
+    before = records(x, "Bond", "PIF")
+    assert failure(x.Bond.create, net, [eth0, eth1], "", "lacp", {}) == \
+        ["INCOMPATIBLE_PIF_PROPERTIES"]
+    assert records(x, "Bond", "PIF") == before
+    x.PIF.set_property(eth1, "gro", "on")
     bond = x.Bond.create(net, [eth0, eth1], "", "active-backup", {"lacp-time": "fast"})
     try:
         assert x.Bond.get_properties(bond) == {}   # not a lacp property set in this mode

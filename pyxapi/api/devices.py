@@ -30,6 +30,7 @@ async def sync_devices(app) -> None:
     info = await _host_info(ctx)
     _sync_pcis(ctx.store, app.host_ref, info.get("pci_devices", []))
     _sync_pusbs(ctx.store, app.host_ref, info.get("usb_devices", []))
+    refresh_dom0_access(ctx)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,11 +97,12 @@ def _set_dom0_access(ctx, pci, enable: bool) -> str:
     cmdline = [p for p in st["cmdline"] if p != pci_id] + ([] if enable else [pci_id])
     _localdb(ctx).put("pci_dom0_hidden", {"boot": st["boot"], "now": st["now"],
                                              "cmdline": sorted(cmdline)})
-    _refresh_pgpus_dom0_access(ctx)
+    refresh_dom0_access(ctx)
     return dom0_access(ctx, pci)
 
 
-def _refresh_pgpus_dom0_access(ctx) -> None:
+def refresh_dom0_access(ctx) -> None:
+    """PGPU.dom0_access as the PCI's status is now (after a change, a start, a boot)."""
     store = ctx.store
     for pgpu in store.refs("PGPU"):
         pci = store.get("PGPU", pgpu)["PCI"]
@@ -226,6 +228,32 @@ def gpu_group_create(ctx, name_label, name_description, other_config):
         "allocation_algorithm": "depth_first"})
 
 
+@action("GPU_group.destroy")
+def gpu_group_destroy(ctx, self):
+    """Its vGPUs go with it, unless one is in use; a group with GPUs stays."""
+    store = ctx.store
+    vgpus = store.field("GPU_group", self, "VGPUs")
+    attached = [v for v in vgpus if store.get("VGPU", v)["currently_attached"]]
+    if attached:
+        raise ApiError("GPU_GROUP_CONTAINS_VGPU", *attached)
+    pgpus = store.field("GPU_group", self, "PGPUs")
+    if pgpus:
+        raise ApiError("GPU_GROUP_CONTAINS_PGPU", *pgpus)
+    for v in vgpus:
+        store.destroy("VGPU", v)
+    store.destroy("GPU_group", self)
+
+
+@action("VGPU.destroy")
+def vgpu_destroy(ctx, self):
+    store = ctx.store
+    row = store.get("VGPU", self)
+    vm = store.get("VM", row["VM"]) if store.exists("VM", row["VM"]) else {}
+    if row["currently_attached"] and vm.get("power_state") == "Running":
+        raise ApiError("OPERATION_NOT_ALLOWED", "vGPU currently attached to a running VM")
+    store.destroy("VGPU", self)
+
+
 @action("VGPU.create")
 def vgpu_create(ctx, VM, GPU_group, device, other_config, type):
     store = ctx.store
@@ -288,6 +316,34 @@ def usb_group_create(ctx, name_label, name_description, other_config):
     return ctx.store.create("USB_group", {"name_label": name_label,
                                           "name_description": name_description,
                                           "other_config": dict(other_config)})
+
+
+@action("USB_group.destroy")
+def usb_group_destroy(ctx, self):
+    """Its VUSBs go with it, unless one is plugged; a group with a device stays."""
+    store = ctx.store
+    vusbs = store.field("USB_group", self, "VUSBs")
+    attached = [v for v in vusbs if store.get("VUSB", v)["currently_attached"]]
+    if attached:
+        raise ApiError("USB_GROUP_CONTAINS_VUSB", *attached)
+    pusbs = store.field("USB_group", self, "PUSBs")
+    if pusbs:
+        raise ApiError("USB_GROUP_CONTAINS_PUSB", *pusbs)
+    for v in vusbs:
+        store.destroy("VUSB", v)
+    store.destroy("USB_group", self)
+
+
+@action("PUSB.set_passthrough_enabled")
+def pusb_set_passthrough_enabled(ctx, self, value):
+    """A device a VM has cannot be given back to dom0 under it."""
+    store = ctx.store
+    if not value:
+        for v in store.field("USB_group", store.get("PUSB", self)["USB_group"], "VUSBs"):
+            row = store.get("VUSB", v)
+            if row["currently_attached"]:
+                raise ApiError("USB_ALREADY_ATTACHED", self, row["VM"])
+    store.update("PUSB", self, {"passthrough_enabled": value})
 
 
 _VUSB_OPS = ("attach", "plug", "unplug")

@@ -27,7 +27,7 @@ from ..db.store import NULL, journal, new_ref, now
 from ..errors import ApiError
 from .bootstrap import PRODUCT, on_loop_start, on_loop_start_hook
 from .generic import set_allowed_operations
-from . import vm as _vm
+from . import devices, vm as _vm
 from .registry import action
 
 log = logging.getLogger("pyxapi.host")
@@ -284,6 +284,7 @@ async def boot(ctx, host: str) -> None:
     localdb(ctx.app).put("disabled_until_reboot", False)
     _set_live(store, host, True)
     update_allowed_operations(store, host)
+    devices.refresh_dom0_access(ctx)   # PCI hiding asked "on reboot" took effect
 
 
 @action("host.reboot")

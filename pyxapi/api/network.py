@@ -382,6 +382,7 @@ def make_physical_pif(store, host, nic: dict, *, attached=True) -> str:
 @action("PIF.reconfigure_ip")
 def pif_reconfigure_ip(ctx, pif, mode, IP, netmask, gateway, DNS):
     store = ctx.store
+    assert_no_clustering_on(store, pif)
     row = store.get("PIF", pif)
     if mode == "None" and row["management"]:
         raise ApiError("PIF_IS_MANAGEMENT_INTERFACE", pif)
@@ -578,6 +579,9 @@ def bond_create(ctx, network, members, MAC, mode, properties):
         raise ApiError("PIF_BOND_MORE_THAN_ONE_IP")
     if MAC and not valid_mac(MAC):
         raise ApiError("MAC_INVALID", MAC)
+    # the master takes the members' properties (gro): they must agree
+    if len({tuple(sorted(row["properties"].items())) for row in rows.values()}) > 1:
+        raise ApiError("INCOMPATIBLE_PIF_PROPERTIES")
     host = rows[members[0]]["host"]
     _assert_network_free_on(store, network, host)
     # the member carrying the IP configuration (the management one) is the primary
@@ -591,6 +595,7 @@ def bond_create(ctx, network, members, MAC, mode, properties):
     first = rows[primary]
     master = _logical_pif(store, first, device=device, network=network,
                           MAC=MAC or first["MAC"], currently_attached=True,
+                          properties=dict(first["properties"]),
                           **{k: first[k] for k in _IP_FIELDS})
     store.update("Bond", bond, {"master": master})
     for p in members:
@@ -723,6 +728,15 @@ def pif_reconfigure_ipv6(ctx, self, mode, IPv6, gateway, DNS):
     elif mode in ("DHCP", "Autoconf"):
         changes["IPv6"] = [_slaac_address(row["MAC"])]
     store.update("PIF", self, changes)
+
+
+@action("PIF.set_disallow_unplug")
+def pif_set_disallow_unplug(ctx, self, value):
+    """The PIF a cluster runs on stays plugged for good."""
+    if not value:
+        assert_no_clustering_on(ctx.store, self)
+    if ctx.store.get("PIF", self)["disallow_unplug"] != value:
+        ctx.store.update("PIF", self, {"disallow_unplug": value})
 
 
 @action("PIF.db_introduce")
