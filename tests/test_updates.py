@@ -3,8 +3,6 @@ holding an update image (its file system: <state dir>/update/<VDI uuid>/vdi), pr
 applied, cleaned and destroyed, with xapi's errors for what is not an update."""
 import uuid as uuidlib
 
-import pytest
-
 from tests.test_vm_lifecycle import GiB, failure
 
 UPDATE_XML = """<?xml version="1.0"?>

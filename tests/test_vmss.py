@@ -1,7 +1,8 @@
 """VMSS.snapshot_now through XenAPI.py: snapshots of the schedule's type, retention,
 last_run_time, and the VMSS alerts (succeeded / failed with a line per VM / lock failed)."""
+import time
+
 import pytest
-import XenAPI
 
 from tests.test_vm_lifecycle import failure, new_vm
 
@@ -103,7 +104,6 @@ def test_concurrent_run_raises_lock_failed(server):
         x.VM.set_snapshot_schedule(vm, vmss)
     task = x.Async.VMSS.snapshot_now(vmss)
     second = x.VMSS.snapshot_now(vmss)
-    import time
     while x.task.get_status(task) == "pending":
         time.sleep(0.05)
     assert x.task.get_status(task) == "success"
