@@ -34,23 +34,32 @@ def passthrough(x):
     return ref
 
 
+def new_vm(x, name):
+    [template] = [t for t in x.VM.get_by_name_label("Debian Bookworm 12")
+                  if x.VM.get_is_a_template(t)]
+    vm = x.VM.clone(template, name)
+    x.VM.provision(vm)
+    return vm
+
+
+def drop_vm(x, vm):
+    if x.VM.get_power_state(vm) != "Halted":
+        x.VM.hard_shutdown(vm)
+    for cls in ("VGPU", "VUSB", "VTPM"):
+        for dev in getattr(x.VM, f"get_{cls}s")(vm):
+            getattr(x, cls).destroy(dev)
+    for vbd in x.VM.get_VBDs(vm):
+        vdi = x.VBD.get_VDI(vbd)
+        if vdi != NULL and x.VBD.get_type(vbd) == "Disk":
+            x.VDI.destroy(vdi)
+    x.VM.destroy(vm)
+
+
 @pytest.fixture
 def vm(xapi):
-    [template] = [t for t in xapi.VM.get_by_name_label("Debian Bookworm 12")
-                  if xapi.VM.get_is_a_template(t)]
-    vm = xapi.VM.clone(template, "device test VM")
-    xapi.VM.provision(vm)
+    vm = new_vm(xapi, "device test VM")
     yield vm
-    if xapi.VM.get_power_state(vm) != "Halted":
-        xapi.VM.hard_shutdown(vm)
-    for cls in ("VGPU", "VUSB", "VTPM"):
-        for dev in getattr(xapi.VM, f"get_{cls}s")(vm):
-            getattr(xapi, cls).destroy(dev)
-    for vbd in xapi.VM.get_VBDs(vm):
-        vdi = xapi.VBD.get_VDI(vbd)
-        if vdi != NULL and xapi.VBD.get_type(vbd) == "Disk":
-            xapi.VDI.destroy(vdi)
-    xapi.VM.destroy(vm)
+    drop_vm(xapi, vm)
 
 
 # ---- PCI ----------------------------------------------------------------------------------
@@ -152,6 +161,41 @@ def test_vgpu_create(xapi, vm):
     assert x.PGPU.get_remaining_capacity(pgpu_of(x, pci(x, T4)), pt) == "1"
 
 
+def test_a_started_vm_takes_its_gpu(xapi, vm):
+    x = xapi
+    pt = passthrough(x)
+    t4 = pgpu_of(x, pci(x, T4))
+    group = x.PGPU.get_GPU_group(t4)
+    vgpu = x.VGPU.create(vm, group, "0", {}, pt)
+    other = new_vm(x, "second GPU user")
+    try:
+        x.VGPU.create(other, group, "0", {}, pt)
+        x.VM.start(vm, False, False)
+        r = x.VGPU.get_record(vgpu)
+        assert (r["resident_on"], r["currently_attached"], r["PCI"]) == (t4, True, pci(x, T4))
+        assert x.PGPU.get_resident_VGPUs(t4) == [vgpu]
+        assert x.PGPU.get_remaining_capacity(t4, pt) == "0"
+        assert x.GPU_group.get_remaining_capacity(group, pt) == "0"
+        # the only T4 is taken: the second VM cannot start, and nothing changed
+        assert failure(x.VM.start, other, False, False) == ["VM_REQUIRES_GPU", other, group]
+        assert x.VM.get_power_state(other) == "Halted"
+        assert x.VGPU.get_resident_on(x.VM.get_VGPUs(other)[0]) == NULL
+        x.VM.hard_shutdown(vm)
+        r = x.VGPU.get_record(vgpu)
+        assert (r["resident_on"], r["currently_attached"]) == (NULL, False)
+        assert x.PGPU.get_remaining_capacity(t4, pt) == "1"
+        x.VM.start(other, False, False)
+        assert x.PGPU.get_resident_VGPUs(t4) == x.VM.get_VGPUs(other)
+    finally:
+        drop_vm(x, other)
+    # a group without GPUs cannot give one
+    x.VGPU.destroy(vgpu)
+    empty = x.GPU_group.create("empty", "", {})
+    x.VGPU.create(vm, empty, "0", {}, pt)
+    assert failure(x.VM.start, vm, False, False) == ["VM_REQUIRES_GPU", vm, empty]
+    x.GPU_group.destroy(empty)
+
+
 # ---- USB ----------------------------------------------------------------------------------
 
 def stick(x):
@@ -174,13 +218,18 @@ def test_pusb_and_scan(xapi):
     assert failure(x.PUSB.scan, "OpaqueRef:nope")[0] == "HANDLE_INVALID"
 
 
-def test_usb_group_create(xapi):
+def test_usb_group_create(xapi, vm):
     x = xapi
     group = x.USB_group.create("my sticks", "", {"x": "1"})
     r = x.USB_group.get_record(group)
     assert (r["name_label"], r["other_config"], r["PUSBs"], r["VUSBs"]) == \
         ("my sticks", {"x": "1"}, [], [])
+    # a VUSB of a group without a device: the VM cannot start
+    vusb = x.VUSB.create(vm, group, {})
+    assert failure(x.VM.start, vm, False, False) == ["VM_REQUIRES_VUSB", vm, group]
+    assert x.VM.get_power_state(vm) == "Halted"
     x.USB_group.destroy(group)
+    assert vusb not in x.VUSB.get_all() and x.VM.get_VUSBs(vm) == []
 
 
 def test_vusb_create_and_unplug(xapi, vm):

@@ -376,9 +376,58 @@ def update_vusb_ops(store, vusb) -> None:
     set_allowed_operations(store, "VUSB", vusb, [op for op in _VUSB_OPS if op not in errors])
 
 
-def set_vusbs_attached(store, vm, attached: bool | None) -> None:
-    """VUSBs follow the VM (a started VM has the stick of every group whose PUSB is passed
-    through); None: only refresh operations."""
+def _pgpu_order(store, group, vgpu_type, host) -> list[str]:
+    """The group's GPUs on ``host`` that can take one more vGPU of the type, in the group's
+    allocation order (depth first: the fullest first; breadth first: the emptiest)."""
+    pgpus = [(pgpu_remaining_capacity(store, p, vgpu_type), p)
+             for p in store.field("GPU_group", group, "PGPUs")
+             if store.get("PGPU", p)["host"] == host]
+    pgpus = [(c, p) for c, p in pgpus if c > 0]
+    breadth = store.get("GPU_group", group)["allocation_algorithm"] == "breadth_first"
+    return [p for c, p in sorted(pgpus, key=lambda cp: (-cp[0] if breadth else cp[0], cp[1]))]
+
+
+def assert_devices_available(store, vm, host) -> None:
+    """Before a VM boots on ``host``: a GPU for each vGPU, the device of each VUSB's group."""
+    for vgpu in store.field("VM", vm, "VGPUs"):
+        row = store.get("VGPU", vgpu)
+        if store.get("VGPU", vgpu)["resident_on"] != NULL:
+            continue
+        if not store.exists("GPU_group", row["GPU_group"]) \
+                or not _pgpu_order(store, row["GPU_group"], row["type"], host):
+            if store.exists("VGPU_type", row["type"]) and \
+                    store.get("VGPU_type", row["type"])["implementation"] == "passthrough":
+                raise ApiError("VM_REQUIRES_GPU", vm, row["GPU_group"])
+            raise ApiError("VM_REQUIRES_VGPU", vm, row["GPU_group"], row["type"])
+    vusbs = store.field("VM", vm, "VUSBs")
+    for vusb in vusbs:
+        group = store.get("VUSB", vusb)["USB_group"]
+        if not any(store.get("PUSB", p)["host"] == host
+                   for p in store.field("USB_group", group, "PUSBs")):
+            raise ApiError("VM_REQUIRES_VUSB", vm, group)
+    if vusbs and store.get("VM", vm)["domain_type"] == "pv":
+        raise ApiError("FEATURE_REQUIRES_HVM", "VUSB- and USB-passthrough needs HVM")
+
+
+def follow_vm(store, vm, attached: bool | None) -> None:
+    """vGPUs and VUSBs follow the VM: a started VM's vGPUs get a GPU of their group on its
+    host, it has the stick of every group whose PUSB is passed through; a stopped VM gives
+    them back. None: only refresh operations."""
+    if attached is not None:
+        host = store.get("VM", vm)["resident_on"]
+        for vgpu in store.field("VM", vm, "VGPUs"):
+            row = store.get("VGPU", vgpu)
+            if attached and row["resident_on"] == NULL and store.exists("GPU_group",
+                                                                         row["GPU_group"]):
+                order = _pgpu_order(store, row["GPU_group"], row["type"], host)
+                if order:
+                    store.update("VGPU", vgpu, {
+                        "resident_on": order[0], "currently_attached": True,
+                        "PCI": store.get("PGPU", order[0])["PCI"],
+                        "scheduled_to_be_resident_on": NULL})
+            elif not attached and (row["resident_on"] != NULL or row["currently_attached"]):
+                store.update("VGPU", vgpu, {"resident_on": NULL, "currently_attached": False,
+                                            "PCI": NULL, "scheduled_to_be_resident_on": NULL})
     for vusb in store.field("VM", vm, "VUSBs"):
         row = store.get("VUSB", vusb)
         if attached is not None:

@@ -332,7 +332,7 @@ def delete_guest_metrics(store, vm: str) -> None:
 def _devices_attached(store, vm: str, attached: bool | None) -> None:
     storage.set_vbds_attached(store, vm, attached)
     network.set_vifs_attached(store, vm, attached)
-    devices.set_vusbs_attached(store, vm, attached)
+    devices.follow_vm(store, vm, attached)
 
 
 async def set_live(ctx, vm: str, domid: int, state: str) -> None:
@@ -439,6 +439,8 @@ async def assert_can_boot_here(ctx, vm: str, host: str, *, memory_check: bool = 
         net = store.get("VIF", vif)["network"]
         if not store.exists("network", net):
             raise ApiError("VM_REQUIRES_NETWORK", vm, net)
+    if row["power_state"] != "Running":
+        devices.assert_devices_available(store, vm, host)
     if row["domain_type"] in ("hvm", "pv_in_pvh") and not any(
             "hvm" in c for c in hrow["capabilities"]):
         raise ApiError("VM_HVM_REQUIRED", vm)
