@@ -59,7 +59,8 @@ def drop_vm(x, vm):
 def vm(xapi):
     vm = new_vm(xapi, "device test VM")
     yield vm
-    drop_vm(xapi, vm)
+    if vm in xapi.VM.get_all():
+        drop_vm(xapi, vm)
 
 
 # ---- PCI ----------------------------------------------------------------------------------
@@ -336,3 +337,38 @@ def test_pci_dom0_access_follows_a_reboot(fresh_server):
     x = fresh_server().session().xenapi
     assert x.PCI.get_dom0_access_status(t4) == "disabled"
     assert x.PGPU.get_dom0_access(pgpu) == "disabled"
+
+
+def test_devices_follow_clone_and_destroy(xapi, vm):
+    x = xapi
+    pt = passthrough(x)
+    gpus = x.PGPU.get_GPU_group(pgpu_of(x, pci(x, T4)))
+    usbs = x.PUSB.get_USB_group(stick(x))
+    x.VGPU.create(vm, gpus, "0", {"k": "v"}, pt)
+    x.VTPM.create(vm, False)
+    x.VUSB.create(vm, usbs, {})
+    clone = x.VM.clone(vm, "device clone")
+    try:
+        [vgpu] = x.VM.get_VGPUs(clone)
+        r = x.VGPU.get_record(vgpu)
+        assert (r["GPU_group"], r["type"], r["device"], r["other_config"]) == \
+            (gpus, pt, "0", {"k": "v"})
+        [vtpm] = x.VM.get_VTPMs(clone)
+        assert x.VTPM.get_is_unique(vtpm) is False and vtpm not in x.VM.get_VTPMs(vm)
+        assert x.VM.get_VUSBs(clone) == []      # the stick is one VM's
+    finally:
+        x.VM.destroy(clone)
+    # a destroyed VM's devices go with it: the stick's group is free again
+    assert vgpu not in x.VGPU.get_all() and vtpm not in x.VTPM.get_all()
+    other = new_vm(x, "after the clone")
+    [vusb] = x.VM.get_VUSBs(vm)
+    try:
+        assert failure(x.VUSB.create, other, usbs, {}) == ["USB_GROUP_CONFLICT", usbs]
+        disks = [x.VBD.get_VDI(b) for b in x.VM.get_VBDs(vm) if x.VBD.get_type(b) == "Disk"]
+        x.VM.destroy(vm)
+        for vdi in disks:
+            x.VDI.destroy(vdi)
+        assert vusb not in x.VUSB.get_all() and x.USB_group.get_VUSBs(usbs) == []
+        x.VUSB.create(other, usbs, {})
+    finally:
+        drop_vm(x, other)

@@ -511,3 +511,34 @@ def vtpm_destroy(ctx, self):
     store = ctx.store
     _assert_halted(store, store.get("VTPM", self)["VM"])
     store.destroy("VTPM", self)
+
+
+# ---------------------------------------------------------------------------------------------
+# a VM's devices when it is copied or destroyed
+# ---------------------------------------------------------------------------------------------
+
+def copy_vm_devices(store, src, dst) -> list[tuple[str, str]]:
+    """A clone, copy or snapshot gets the VM's vGPUs and vTPMs (not its VUSBs: a device is
+    one VM's). Returns the (class, ref) made."""
+    made = []
+    for vgpu in store.field("VM", src, "VGPUs"):
+        row = store.get("VGPU", vgpu)
+        made.append(("VGPU", store.create("VGPU", {
+            "VM": dst, "GPU_group": row["GPU_group"], "device": row["device"],
+            "type": row["type"], "other_config": dict(row["other_config"]),
+            "extra_args": row["extra_args"], "currently_attached": False, "resident_on": NULL,
+            "scheduled_to_be_resident_on": NULL, "compatibility_metadata": {}, "PCI": NULL})))
+    for vtpm in store.field("VM", src, "VTPMs"):
+        row = store.get("VTPM", vtpm)
+        made.append(("VTPM", store.create("VTPM", {
+            "VM": dst, "backend": NULL, "persistence_backend": row["persistence_backend"],
+            "is_unique": row["is_unique"], "is_protected": False,
+            "allowed_operations": ["destroy"], "current_operations": {}})))
+    return made
+
+
+def forget_vm_devices(store, vm) -> None:
+    """A destroyed VM's vGPUs, VUSBs and vTPMs go with it."""
+    for cls in ("VGPU", "VUSB", "VTPM"):
+        for ref in store.field("VM", vm, cls + "s"):
+            store.destroy(cls, ref)

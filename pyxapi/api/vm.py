@@ -501,6 +501,7 @@ async def destroy(ctx, vm):
             store.destroy(cls, dev)
             if vdi != NULL and store.exists("VDI", vdi):
                 storage.update_vdi_ops(store, vdi)
+    devices.forget_vm_devices(store, vm)
     for cls, ref in (("VM_metrics", row["metrics"]), ("VM_guest_metrics", row["guest_metrics"])):
         if store.exists(cls, ref):
             store.destroy(cls, ref)

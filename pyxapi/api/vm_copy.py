@@ -13,7 +13,7 @@ import xml.etree.ElementTree as ET
 from ..db.store import NULL, new_uuid, now
 from ..errors import ApiError
 from ..model.values import EPOCH
-from . import network, storage
+from . import devices, network, storage
 from .alerts import vm_alert
 from .registry import action
 from .vm import (
@@ -140,6 +140,7 @@ async def copy_vm(ctx, vm: str, new_name: str, kind: str, *, sr=NULL, ignore_vdi
         attach_disks(ctx, new, await dup_disks(ctx, vm, kind, made, sr=sr,
                                                ignore_vdis=ignore_vdis), made)
         copy_vifs(ctx, vm, new, snap, made)
+        made.rows.extend(devices.copy_vm_devices(store, vm, new))
         src = store.get("VM", vm)
         memory = src["suspend_VDI"]
         # the memory goes along, but a VM made from a checkpoint starts halted (as xapi)
