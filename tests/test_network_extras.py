@@ -156,8 +156,15 @@ def test_tunnel_create_and_destroy(x):
     assert (a["device"], a["network"], a["physical"], a["currently_attached"]) == \
         ("tunnel0", net, False, True)
     assert x.PIF.get_tunnel_transport_PIF_of(eth0) == [tunnel]
-    assert failure(x.tunnel.create, t["access_PIF"], new_network(x, "o2"), "gre") == \
+    o2 = new_network(x, "o2")
+    assert failure(x.tunnel.create, t["access_PIF"], o2, "gre") == \
         ["IS_TUNNEL_ACCESS_PIF", t["access_PIF"]]
+    x.network.destroy(o2)
+    x.PIF.reconfigure_ip(eth1, "Static", "10.9.0.2", "255.255.255.0", "", "")
+    on_eth1 = x.tunnel.create(eth1, new_network(x, "o3"), "gre")
+    assert failure(x.PIF.forget, eth1) == ["PIF_TUNNEL_STILL_EXISTS", eth1]
+    x.tunnel.destroy(on_eth1)
+    x.PIF.reconfigure_ip(eth1, "None", "", "", "", "")
     x.tunnel.destroy(tunnel)
     assert t["access_PIF"] not in x.PIF.get_all() and x.network.get_PIFs(net) == []
     assert x.PIF.get_tunnel_transport_PIF_of(eth0) == []
@@ -185,6 +192,10 @@ def test_network_sriov(x):
     assert x.network_sriov.get_remaining_capacity(sriov) == "64"
     assert failure(x.network_sriov.create, eth1, new_network(x, "again")) == \
         ["NETWORK_SRIOV_ALREADY_ENABLED", eth1]
+    assert failure(x.PIF.forget, eth1) == ["PIF_SRIOV_STILL_EXISTS", eth1]
+    assert failure(x.PIF.forget, s["logical_PIF"]) == \
+        ["CANNOT_FORGET_SRIOV_LOGICAL", s["logical_PIF"]]
+    assert x.PIF.get_sriov_physical_PIF_of(eth1) == [sriov]
     x.network_sriov.destroy(sriov)
     assert s["logical_PIF"] not in x.PIF.get_all() and x.PIF.get_sriov_physical_PIF_of(eth1) == []
     x.network.destroy(net)

@@ -439,6 +439,13 @@ def pif_forget(ctx, pif):
         raise ApiError("PIF_IS_MANAGEMENT_INTERFACE", pif)
     if store.field("PIF", pif, "VLAN_slave_of"):
         raise ApiError("PIF_VLAN_STILL_EXISTS", pif)
+    # what rides on it goes first: tunnels, SR-IOV (whose logical PIF is not forgotten alone)
+    if store.field("PIF", pif, "tunnel_transport_PIF_of"):
+        raise ApiError("PIF_TUNNEL_STILL_EXISTS", pif)
+    if store.field("PIF", pif, "sriov_physical_PIF_of"):
+        raise ApiError("PIF_SRIOV_STILL_EXISTS", pif)
+    if store.field("PIF", pif, "sriov_logical_PIF_of"):
+        raise ApiError("CANNOT_FORGET_SRIOV_LOGICAL", pif)
     _forget_pif(store, pif)
 
 
