@@ -332,11 +332,13 @@ def test_pci_dom0_access_follows_a_reboot(fresh_server):
     assert x.PGPU.enable_dom0_access(pgpu) == "enable_on_reboot"
     assert x.PCI.get_dom0_access_status(t4) == "enable_on_reboot"
     assert x.PCI.disable_dom0_access(t4) == "disabled"
-    # the agent's restart changes nothing: the boot is the same
+    # the agent's restart changes nothing: the boot is the same, the devices are found again
+    kept = records(x, "PCI", "PGPU", "GPU_group", "VGPU_type", "PUSB", "USB_group")
     srv.stop()
     x = fresh_server().session().xenapi
     assert x.PCI.get_dom0_access_status(t4) == "disabled"
     assert x.PGPU.get_dom0_access(pgpu) == "disabled"
+    assert records(x, "PCI", "PGPU", "GPU_group", "VGPU_type", "PUSB", "USB_group") == kept
 
 
 def test_devices_follow_clone_and_destroy(xapi, vm):
