@@ -112,6 +112,7 @@ class HttpProtocol(asyncio.Protocol):
         self.scheme = scheme
         self.parser = httptools.HttpRequestParser(self)
         self.transport = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.busy = False
         self.closing = False
         self.queue: collections.deque[_Request] = collections.deque()
@@ -131,6 +132,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
+        # kept: asyncio.get_running_loop() makes a getpid() system call each time (3.11)
+        self.loop = asyncio.get_running_loop()
         self.server.connections.add(self)
         addr = transport.get_extra_info("peername")
         self.peer = addr[0] if isinstance(addr, tuple) else ""
@@ -225,7 +228,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _start(self, req: _Request) -> None:
         self.busy = True
-        asyncio.get_running_loop().create_task(self._serve(req))
+        self.loop.create_task(self._serve(req))
 
     async def _serve(self, req: _Request) -> None:
         peer.set(self.peer)  # for the login throttle and the audit log
