@@ -452,7 +452,7 @@ def _enc(v, out) -> None:
 # touches the values that are not strings (numbers, maps, sets, ...), and the strings
 # only when one of them has markup to escape (checked on all of them at once).
 _PLAN_MIN = 8  # members: a smaller struct is as quick member by member
-_PLAN_MAX = 1_000  # members: a bigger one is a one-off (a pool's records keyed by ref)
+_PLAN_MAX = 256  # members: records have up to ~100; a bigger struct is a one-off (records by ref)
 _PLANS: dict = {}  # member names -> [a _Plan per value types seen], or None when seen once
 _PLANS_MAX = 512  # member name lists remembered (map keys come from clients: bounded)
 
