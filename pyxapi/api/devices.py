@@ -12,6 +12,7 @@ from ..db.store import NULL
 from ..errors import ApiError
 from .bootstrap import on_loop_start_hook
 from .generic import set_allowed_operations
+from .network import group_members_to_destroy
 from .registry import action
 
 
@@ -232,14 +233,7 @@ def gpu_group_create(ctx, name_label, name_description, other_config):
 def gpu_group_destroy(ctx, self):
     """Its vGPUs go with it, unless one is in use; a group with GPUs stays."""
     store = ctx.store
-    vgpus = store.field("GPU_group", self, "VGPUs")
-    attached = [v for v in vgpus if store.get("VGPU", v)["currently_attached"]]
-    if attached:
-        raise ApiError("GPU_GROUP_CONTAINS_VGPU", *attached)
-    pgpus = store.field("GPU_group", self, "PGPUs")
-    if pgpus:
-        raise ApiError("GPU_GROUP_CONTAINS_PGPU", *pgpus)
-    for v in vgpus:
+    for v in group_members_to_destroy(store, "GPU_group", self, "VGPU", "PGPU"):
         store.destroy("VGPU", v)
     store.destroy("GPU_group", self)
 
@@ -322,14 +316,7 @@ def usb_group_create(ctx, name_label, name_description, other_config):
 def usb_group_destroy(ctx, self):
     """Its VUSBs go with it, unless one is plugged; a group with a device stays."""
     store = ctx.store
-    vusbs = store.field("USB_group", self, "VUSBs")
-    attached = [v for v in vusbs if store.get("VUSB", v)["currently_attached"]]
-    if attached:
-        raise ApiError("USB_GROUP_CONTAINS_VUSB", *attached)
-    pusbs = store.field("USB_group", self, "PUSBs")
-    if pusbs:
-        raise ApiError("USB_GROUP_CONTAINS_PUSB", *pusbs)
-    for v in vusbs:
+    for v in group_members_to_destroy(store, "USB_group", self, "VUSB", "PUSB"):
         store.destroy("VUSB", v)
     store.destroy("USB_group", self)
 

@@ -191,16 +191,24 @@ def network_create(ctx, args):
                                     "managed": f.get("managed", True)})
 
 
+def group_members_to_destroy(store, cls: str, ref: str, virtual: str, physical: str) -> list:
+    """A network, GPU_group or USB_group goes only with none of its virtual devices (VIF,
+    VGPU, VUSB) plugged and no physical one (PIF, PGPU, PUSB) in it, as xapi's
+    <CLASS>_CONTAINS_<DEVICE> errors say; returns its virtual devices, which go with it."""
+    members = store.field(cls, ref, virtual + "s")
+    attached = [v for v in members if store.get(virtual, v)["currently_attached"]]
+    if attached:
+        raise ApiError(f"{cls.upper()}_CONTAINS_{virtual}", *attached)
+    physicals = store.field(cls, ref, physical + "s")
+    if physicals:
+        raise ApiError(f"{cls.upper()}_CONTAINS_{physical}", *physicals)
+    return members
+
+
 @action("network.destroy")
 def network_destroy(ctx, network):
     store = ctx.store
-    vifs = store.field("network", network, "VIFs")
-    attached = [v for v in vifs if store.get("VIF", v)["currently_attached"]]
-    if attached:
-        raise ApiError("NETWORK_CONTAINS_VIF", *attached)
-    pifs = store.field("network", network, "PIFs")
-    if pifs:
-        raise ApiError("NETWORK_CONTAINS_PIF", *pifs)
+    vifs = group_members_to_destroy(store, "network", network, "VIF", "PIF")
     oc = store.get("network", network)["other_config"]
     if oc.get("is_host_internal_management_network") == "true":
         raise ApiError("CANNOT_DESTROY_SYSTEM_NETWORK", network)
