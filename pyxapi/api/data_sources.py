@@ -108,12 +108,16 @@ async def host_sources(ctx, host: str) -> list[Source]:
     for pif in store.field("host", host, "PIFs"):
         prow = store.get("PIF", pif)
         if prow["physical"]:
-            dev = prow["device"]
-            for way, word in (("rx", "received"), ("tx", "sent")):
-                out.append(Source(f"pif_{dev}_{way}",
-                                  f"Bytes per second {word} on physical interface {dev}",
-                                  "B/s", 0.0, 1.25e9, True, 0.0))
+            out += _nic_sources("pif", "physical", prow["device"])
     return out
+
+
+def _nic_sources(prefix: str, kind: str, device: str) -> list[Source]:
+    """A NIC's receive and send rates (a PIF's or a VIF's: 10 Gb/s at the most)."""
+    return [Source(f"{prefix}_{device}_{way}",
+                   f"Bytes per second {word} on {kind} interface {device}",
+                   "B/s", 0.0, 1.25e9, True, 0.0)
+            for way, word in (("rx", "received"), ("tx", "sent"))]
 
 
 async def vm_sources(ctx, vm: str) -> list[Source]:
@@ -162,10 +166,7 @@ async def vm_sources(ctx, vm: str) -> list[Source]:
     for vif in store.field("VM", vm, "VIFs"):
         v = store.get("VIF", vif)
         if v["currently_attached"]:
-            for way, word in (("rx", "received"), ("tx", "sent")):
-                out.append(Source(f"vif_{v['device']}_{way}",
-                                  f"Bytes per second {word} on virtual interface {v['device']}",
-                                  "B/s", 0.0, 1.25e9, True, 0.0))
+            out += _nic_sources("vif", "virtual", v["device"])
     return out
 
 
