@@ -642,14 +642,19 @@ def suspend_sr(ctx, vm: str) -> str:
     raise ApiError("VM_NO_SUSPEND_SR", vm)
 
 
+async def new_suspend_image(ctx, vm: str, name_label: str, name_description: str):
+    """A new VDI for the VM's memory, on the SR suspend_sr picks: (that SR, the VDI)."""
+    sr = suspend_sr(ctx, vm)
+    size = ctx.backend.suspend_image_size(ctx.store.get("VM", vm)["memory_static_max"])
+    return sr, await storage.create_vdi(ctx, sr, size, name_label, type="suspend",
+                                        name_description=name_description)
+
+
 async def suspend_domain(ctx, vm: str) -> None:
     """Save the memory of a running VM to a new suspend VDI; the VM is Suspended after."""
     store = ctx.store
-    row = store.get("VM", vm)
-    sr = suspend_sr(ctx, vm)
-    vdi = await storage.create_vdi(ctx, sr, ctx.backend.suspend_image_size(row["memory_static_max"]),
-                                   "Suspend image", type="suspend",
-                                   name_description=f"Suspend image of VM {row['uuid']}")
+    sr, vdi = await new_suspend_image(ctx, vm, "Suspend image",
+                                      f"Suspend image of VM {store.get('VM', vm)['uuid']}")
     try:
         vrow = store.get("VDI", vdi)
         await domain(ctx, vm, "suspend", store.get("SR", sr)["uuid"], vrow["location"],

@@ -22,7 +22,8 @@ from .alerts import vm_alert
 from .registry import action
 from .vm import (
     assert_can_boot_here, assert_operation, domain, domain_spec, force_state_reset,
-    operation_error, set_live, settle, suspend_sr, update_allowed_operations, vm_operation,
+    new_suspend_image, operation_error, set_live, settle, update_allowed_operations,
+    vm_operation,
 )
 
 
@@ -41,11 +42,8 @@ async def relocate(ctx, vm: str, while_down=None) -> None:
     runs between the save and the restore.  If the restore fails the VM is left Suspended on
     its image, so nothing of it is lost."""
     store = ctx.store
-    row = store.get("VM", vm)
-    sr = suspend_sr(ctx, vm)
-    image = await storage.create_vdi(ctx, sr, ctx.backend.suspend_image_size(row["memory_static_max"]),
-                                     "Migration image", type="suspend",
-                                     name_description=f"Memory of VM {row['uuid']} in migration")
+    sr, image = await new_suspend_image(ctx, vm, "Migration image",
+                                        f"Memory of VM {store.get('VM', vm)['uuid']} in migration")
     sr_uuid, location = store.get("SR", sr)["uuid"], store.get("VDI", image)["location"]
     keep_image = False
     try:
