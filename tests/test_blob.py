@@ -1,14 +1,8 @@
 """Blobs: blob.create, <Class>.create_new_blob for every class offering it, blob.destroy,
 and their bytes over HTTP PUT/GET /blob, through XenAPI.py and httpx against a real server."""
 import httpx
-import pytest
-import XenAPI
 
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as exc:
-        fn(*args)
-    return exc.value.details
+from tests.helpers import failure
 
 
 def blob_url(server, **query):

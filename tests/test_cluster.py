@@ -1,17 +1,8 @@
 """Clustering through XenAPI.py: Cluster and Cluster_host on the one-host pool. A server of
 this module's own: clustering pins the management PIF (disallow_unplug)."""
 import pytest
-import XenAPI
 
-from tests.server import RunningServer
-
-NULL = "OpaqueRef:NULL"
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as exc:
-        fn(*args)
-    return exc.value.details
+from tests.helpers import NULL, failure, own_server, pif
 
 
 def records(x):
@@ -20,16 +11,8 @@ def records(x):
 
 @pytest.fixture(scope="module")
 def x(tmp_path_factory):
-    srv = RunningServer(tmp_path_factory.mktemp("cluster"), https=False, unix=False)
-    session = srv.session()
-    yield session.xenapi
-    session.xenapi.session.logout()
-    srv.stop()
-
-
-def pif(x, device):
-    [ref] = [r for r, v in x.PIF.get_all_records().items() if v["device"] == device]
-    return ref
+    with own_server(tmp_path_factory, "cluster") as x:
+        yield x
 
 
 def test_cluster_create_checks_and_lifecycle(x):

@@ -3,18 +3,12 @@ driven through the official client (XenAPI.py) and plain JSON-RPC against a real
 import xmlrpc.client
 
 import pytest
-import XenAPI
 
 from pyxapi import model as _model
+from tests.helpers import failure
 from tests.server import PASSWORD
 
 MODEL = _model.load()
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as exc:
-        fn(*args)
-    return exc.value.details
 
 
 @pytest.fixture(scope="module")

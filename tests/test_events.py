@@ -8,15 +8,10 @@ import xmlrpc.client
 import pytest
 import XenAPI
 
+from tests.helpers import failure
 from tests.server import PASSWORD
 
 TOKEN_RE = re.compile(r"\d{20},\d{20}\Z")
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as exc:
-        fn(*args)
-    return exc.value.details
 
 
 def event_from(x, classes, token, timeout):

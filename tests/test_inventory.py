@@ -7,7 +7,7 @@ import xml.dom.minidom
 
 import pytest
 
-from tests.server import RunningServer
+from tests.helpers import own_server
 
 TEMPLATES = json.loads((pathlib.Path(__file__).parent.parent / "pyxapi" / "model" / "data"
                         / "templates.json").read_text())["templates"]
@@ -17,11 +17,8 @@ GiB = 2**30
 @pytest.fixture(scope="module")
 def first(tmp_path_factory):
     """A server of this module's own, untouched since its first start."""
-    srv = RunningServer(tmp_path_factory.mktemp("inventory"), https=False, unix=False)
-    session = srv.session()
-    yield session.xenapi
-    session.xenapi.session.logout()
-    srv.stop()
+    with own_server(tmp_path_factory, "inventory") as x:
+        yield x
 
 
 def by_name(x, cls, name):

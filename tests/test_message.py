@@ -3,18 +3,11 @@ destroy, destroy_many, destroy_all, and messages in the event.from stream."""
 import datetime as dt
 
 import httpx
-import pytest
-import XenAPI
 
+from tests.helpers import failure
 from tests.server import PASSWORD
 
 EPOCH = "19700101T00:00:00Z"
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as exc:
-        fn(*args)
-    return exc.value.details
 
 
 def pool_uuid(x):

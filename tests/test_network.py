@@ -4,27 +4,9 @@ import re
 import pytest
 import XenAPI
 
-from tests.server import RunningServer
+from tests.helpers import NULL, failure, new_network, own_server, pif, records
 
-NULL = "OpaqueRef:NULL"
 MAC_RE = re.compile(r"([0-9a-f]{2}:){5}[0-9a-f]{2}\Z")
-
-
-def failure(fn, *args, **kwargs):
-    with pytest.raises(XenAPI.Failure) as exc:
-        fn(*args, **kwargs)
-    return exc.value.details
-
-
-def records(x, *classes):
-    return {cls: getattr(x, cls).get_all_records() for cls in classes}
-
-
-def new_network(x, name="test net", **extra):
-    rec = {"name_label": name, "name_description": "", "MTU": "1500", "other_config": {},
-           "tags": []}
-    rec.update(extra)
-    return x.network.create(rec)
 
 
 def new_vm(x, name="network test VM"):
@@ -202,16 +184,8 @@ def test_vifs_of_a_running_vm(xapi, vm):
 
 @pytest.fixture(scope="module")
 def host_x(tmp_path_factory):
-    srv = RunningServer(tmp_path_factory.mktemp("pifs"), https=False, unix=False)
-    session = srv.session()
-    yield session.xenapi
-    session.xenapi.session.logout()
-    srv.stop()
-
-
-def pif(x, device):
-    [ref] = [r for r, v in x.PIF.get_all_records().items() if v["device"] == device]
-    return ref
+    with own_server(tmp_path_factory, "pifs") as x:
+        yield x
 
 
 def test_pif_reconfigure_ip(host_x):

@@ -2,43 +2,14 @@
 database-only PIF introduce/forget, tunnels, SR-IOV and the SDN controller. A server of this
 module's own: these change the host's NICs."""
 import pytest
-import XenAPI
 
-from tests.server import RunningServer
-
-NULL = "OpaqueRef:NULL"
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as exc:
-        fn(*args)
-    return exc.value.details
-
-
-def records(x, *classes):
-    return {cls: getattr(x, cls).get_all_records() for cls in classes}
-
-
-def new_network(x, name, **extra):
-    rec = {"name_label": name, "name_description": "", "MTU": "1500", "other_config": {},
-           "tags": []}
-    rec.update(extra)
-    return x.network.create(rec)
+from tests.helpers import NULL, failure, new_network, own_server, pif, records
 
 
 @pytest.fixture(scope="module")
 def x(tmp_path_factory):
-    srv = RunningServer(tmp_path_factory.mktemp("netx"), https=False, unix=False)
-    session = srv.session()
-    yield session.xenapi
-    session.xenapi.session.logout()
-    srv.stop()
-
-
-def pif(x, device):
-    [ref] = [r for r, v in x.PIF.get_all_records().items()
-             if v["device"] == device and v["physical"]]
-    return ref
+    with own_server(tmp_path_factory, "netx") as x:
+        yield x
 
 
 def test_pif_set_property(x):

@@ -3,19 +3,12 @@ what needs another host or an outside service fails with xapi's error and change
 import datetime as dt
 
 import pytest
-import XenAPI
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-NULL = "OpaqueRef:NULL"
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as exc:
-        fn(*args)
-    return exc.value.details
+from tests.helpers import NULL, failure
 
 
 def the_pool(x):

@@ -1,14 +1,7 @@
 """PVS accelerator objects through XenAPI.py: sites, servers and proxies."""
 import pytest
-import XenAPI
 
-NULL = "OpaqueRef:NULL"
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as exc:
-        fn(*args)
-    return exc.value.details
+from tests.helpers import failure
 
 
 def records(x):

@@ -2,15 +2,13 @@
 place (the dispatcher), except on the parameters where the call means "none"
 (pyxapi/model/nulls.py); those still work."""
 import pytest
-import XenAPI
 
 from pyxapi.model.nulls import accepts_null
 from pyxapi.model.types import Enum, Map, Prim, Record, Ref, Set
+from tests.helpers import NULL, failure
 from tests.server import PASSWORD, RunningServer
 from tests.test_fuzz import MODEL, Fast, json_reply, snapshot
 from tests.test_vm_lifecycle import new_vm
-
-NULL = "OpaqueRef:NULL"
 
 # What takes NULL, as xapi takes it: optional Ref parameters (NULL is their default), the
 # generated setters of Ref fields, and the hand-written calls whose implementation means "none".
@@ -23,12 +21,6 @@ TAKES_NULL = {
     "VM.copy:sr", "VM.set_appliance:value", "VM.set_snapshot_schedule:value",
     "PIF.db_introduce:bond_slave_of", "PIF.db_introduce:VLAN_master_of",
 }
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as exc:
-        fn(*args)
-    return exc.value.details
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,10 @@ import uuid
 import pytest
 import XenAPI
 
+from tests.helpers import NULL, failure
+
 GiB = 2**30
 MiB = 2**20
-NULL = "OpaqueRef:NULL"
-
-
-def failure(fn, *args, **kwargs):
-    with pytest.raises(XenAPI.Failure) as exc:
-        fn(*args, **kwargs)
-    return exc.value.details
 
 
 def snapshot_state(x, *refs_by_class):

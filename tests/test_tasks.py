@@ -4,15 +4,10 @@ import sys
 import time
 
 import pytest
-import XenAPI
+
+from tests.helpers import failure
 
 MiB = 2**20
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as exc:
-        fn(*args)
-    return exc.value.details
 
 
 def event_from(x, classes, token, timeout):

@@ -5,15 +5,11 @@ import time
 import pytest
 import XenAPI
 
+from tests.helpers import failure
+
 GiB = 1024 ** 3
 MiB = 1024 ** 2
 TEMPLATE = "Debian Bookworm 12"
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as exc:
-        fn(*args)
-    return exc.value.details
 
 
 def template(x, name=TEMPLATE):
