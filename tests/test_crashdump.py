@@ -1,12 +1,9 @@
 """host_crashdump rows from the crash directory (<state dir>/crash), upload and destroy,
 through XenAPI.py against a server of its own."""
-import http.server
 import io
 import tarfile
-import threading
 
-from tests.test_host import _PutHandler
-from tests.test_vm_lifecycle import failure
+from tests.helpers import failure, put_receiver
 
 
 def test_crashdumps_follow_the_crash_directory(fresh_server, tmp_path):
@@ -23,19 +20,14 @@ def test_crashdumps_follow_the_crash_directory(fresh_server, tmp_path):
     assert rec["size"] == str(1000 + len("panic: simulated\n"))
     assert rec["timestamp"].value == "20261101T12:00:00Z"
 
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), _PutHandler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        _PutHandler.received.clear()
-        x.host_crashdump.upload(cd, f"http://127.0.0.1:{httpd.server_port}/dumps/", {})
-        (path, body), = _PutHandler.received
+    with put_receiver() as (url, received):
+        x.host_crashdump.upload(cd, url + "/dumps/", {})
+        (path, body), = received
         assert path == "/dumps/20261101-120000-UTC.tar.gz"
         with tarfile.open(fileobj=io.BytesIO(body)) as tar:
             assert sorted(tar.getnames()) == ["20261101-120000-UTC",
                                               "20261101-120000-UTC/dmesg.txt",
                                               "20261101-120000-UTC/vmcore"]
-    finally:
-        httpd.shutdown()
     assert failure(x.host_crashdump.upload, cd, "", {}) == ["INVALID_VALUE", "url", ""]
     assert failure(x.host_crashdump.upload, cd, "ftp://h/", {}) == [
         "INTERNAL_ERROR", "URL not recognised"]

@@ -5,10 +5,8 @@ a server of their own (`fresh_server`) so the shared one stays as other tests ex
 import base64
 import datetime as dt
 import gzip
-import http.server
 import socket
 import ssl
-import threading
 import time
 import xml.etree.ElementTree as ET
 import zoneinfo
@@ -16,7 +14,8 @@ import zoneinfo
 import pytest
 import XenAPI
 
-from tests.test_vm_lifecycle import GiB, failure, new_vm, vm_args, wait_for
+from tests.helpers import failure, put_receiver
+from tests.test_vm_lifecycle import GiB, new_vm, vm_args, wait_for
 
 MiB = 2**20
 
@@ -124,31 +123,13 @@ def test_system_status_capabilities_is_xml(xapi):
         assert c.get("default-checked") in ("yes", "no")
 
 
-class _PutHandler(http.server.BaseHTTPRequestHandler):
-    received: list = []
-
-    def do_PUT(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append((self.path, body))
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 def test_bugreport_upload_puts_a_report(xapi):
     host = host_of(xapi)
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), _PutHandler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        _PutHandler.received.clear()
-        xapi.host.bugreport_upload(host, f"http://127.0.0.1:{httpd.server_port}/upload/", {})
-        (path, body), = _PutHandler.received
+    with put_receiver() as (url, received):
+        xapi.host.bugreport_upload(host, url + "/upload/", {})
+        (path, body), = received
         assert path.startswith("/upload/") and path.endswith(".tar.gz")
         assert xapi.host.get_uuid(host) in gzip.decompress(body).decode()
-    finally:
-        httpd.shutdown()
     assert failure(xapi.host.bugreport_upload, host, "gopher://example/", {}) == [
         "INTERNAL_ERROR", "URL not recognised"]
     with socket.socket() as s:  # a port nobody listens on
