@@ -1,21 +1,12 @@
 """Host devices through XenAPI.py: the simulated host's PCI devices (dom0 access), GPUs
 (PGPU, GPU_group, VGPU), its USB stick (PUSB, USB_group, VUSB) and VTPMs."""
 import pytest
-import XenAPI
 
-NULL = "OpaqueRef:NULL"
+from tests.helpers import NULL, drop_vm, failure, records
+from tests.test_vm_lifecycle import new_vm
+
 T4 = "0000:21:00.0"
 VGA = "0000:03:00.0"
-
-
-def failure(fn, *args):
-    with pytest.raises(XenAPI.Failure) as exc:
-        fn(*args)
-    return exc.value.details
-
-
-def records(x, *classes):
-    return {cls: getattr(x, cls).get_all_records() for cls in classes}
 
 
 def pci(x, pci_id):
@@ -32,27 +23,6 @@ def passthrough(x):
     [ref] = [r for r, v in x.VGPU_type.get_all_records().items()
              if v["implementation"] == "passthrough"]
     return ref
-
-
-def new_vm(x, name):
-    [template] = [t for t in x.VM.get_by_name_label("Debian Bookworm 12")
-                  if x.VM.get_is_a_template(t)]
-    vm = x.VM.clone(template, name)
-    x.VM.provision(vm)
-    return vm
-
-
-def drop_vm(x, vm):
-    if x.VM.get_power_state(vm) != "Halted":
-        x.VM.hard_shutdown(vm)
-    for cls in ("VGPU", "VUSB", "VTPM"):
-        for dev in getattr(x.VM, f"get_{cls}s")(vm):
-            getattr(x, cls).destroy(dev)
-    for vbd in x.VM.get_VBDs(vm):
-        vdi = x.VBD.get_VDI(vbd)
-        if vdi != NULL and x.VBD.get_type(vbd) == "Disk":
-            x.VDI.destroy(vdi)
-    x.VM.destroy(vm)
 
 
 @pytest.fixture

@@ -4,12 +4,11 @@ against a real server with the simulator backend."""
 import uuid
 
 import pytest
-import XenAPI
 
-from tests.test_vm_lifecycle import failure, new_vm, wait_for
+from tests.helpers import NULL, drop_vm, failure
+from tests.test_vm_lifecycle import new_vm, wait_for
 
 GiB = 1024 ** 3
-NULL = "OpaqueRef:NULL"
 
 
 def new_sr(x, sr_type="lvm", size=20 * GiB):
@@ -40,20 +39,14 @@ def running(xapi):
     # migration needs what the guest agent reports (feature-suspend; else VM_LACKS_FEATURE)
     wait_for(lambda: xapi.VM.get_guest_metrics(vm) != NULL)
     yield vm
-    if xapi.VM.get_power_state(vm) != "Halted":
-        xapi.VM.hard_shutdown(vm)
-    for vdi in disks(xapi, vm).values():
-        xapi.VDI.destroy(vdi)
-    xapi.VM.destroy(vm)
+    drop_vm(xapi, vm)
 
 
 @pytest.fixture
 def halted(xapi):
     vm = new_vm(xapi, "extras-halted")
     yield vm
-    for vdi in disks(xapi, vm).values():
-        xapi.VDI.destroy(vdi)
-    xapi.VM.destroy(vm)
+    drop_vm(xapi, vm)
 
 
 def dest(x):
