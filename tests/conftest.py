@@ -35,3 +35,18 @@ def fresh_server(tmp_path):
     yield start
     for srv in servers:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    """The QEMU test guest's kernel and initramfs (tests/guest; built once, then cached)."""
+    from tests import guest
+    return guest.build()
+
+
+@pytest.fixture
+def cleanup(tmp_path):
+    """Kills the QEMUs started under tmp_path: they outlive servers by design."""
+    yield
+    from tests import guest
+    guest.kill_qemus(tmp_path)

@@ -12,11 +12,6 @@ from tests.test_qemu_api import make_vm
 pytestmark = pytest.mark.skipif(G.QEMU_MISSING is not None, reason=G.SKIP_REASON)
 
 
-@pytest.fixture(scope="module")
-def kernel():
-    return G.build()
-
-
 def test_data_sources_follow_a_real_guest(fresh_server, tmp_path, kernel):
     srv = fresh_server(backend="qemu")
     try:

@@ -20,17 +20,6 @@ MiB = 1024 * 1024
 MAC = "52:54:00:5e:00:42"
 
 
-@pytest.fixture(scope="module")
-def kernel():
-    return G.build()
-
-
-@pytest.fixture
-def cleanup(tmp_path):
-    yield
-    G.kill_qemus(tmp_path)       # QEMUs outlive servers by design
-
-
 def vm_record(name, kernel, memory=256 * MiB):
     return {
         "name_label": name, "name_description": "", "user_version": "1",

@@ -28,11 +28,6 @@ MiB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def kernel():
-    return G.build()
-
-
-@pytest.fixture(scope="module")
 def loop():
     loop = uvloop.new_event_loop()          # the loop `pyxapi serve` runs on
     yield loop

@@ -11,17 +11,6 @@ from tests.test_qemu_api import make_vm, wait_state
 pytestmark = pytest.mark.skipif(G.QEMU_MISSING is not None, reason=G.SKIP_REASON)
 
 
-@pytest.fixture(scope="module")
-def kernel():
-    return G.build()
-
-
-@pytest.fixture
-def cleanup(tmp_path):
-    yield
-    G.kill_qemus(tmp_path)
-
-
 def uptime(con) -> float:
     return float(con.run("cut -d' ' -f1 /proc/uptime"))
 
