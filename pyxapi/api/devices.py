@@ -221,6 +221,12 @@ def gpu_group_get_remaining_capacity(ctx, self, vgpu_type):
                for p in store.field("GPU_group", self, "PGPUs"))
 
 
+def _destroy_group(store, cls: str, ref: str, virtual: str, physical: str) -> None:
+    for v in group_members_to_destroy(store, cls, ref, virtual, physical):
+        store.destroy(virtual, v)
+    store.destroy(cls, ref)
+
+
 @action("GPU_group.create")
 def gpu_group_create(ctx, name_label, name_description, other_config):
     return ctx.store.create("GPU_group", {
@@ -232,10 +238,7 @@ def gpu_group_create(ctx, name_label, name_description, other_config):
 @action("GPU_group.destroy")
 def gpu_group_destroy(ctx, self):
     """Its vGPUs go with it, unless one is in use; a group with GPUs stays."""
-    store = ctx.store
-    for v in group_members_to_destroy(store, "GPU_group", self, "VGPU", "PGPU"):
-        store.destroy("VGPU", v)
-    store.destroy("GPU_group", self)
+    _destroy_group(ctx.store, "GPU_group", self, "VGPU", "PGPU")
 
 
 @action("VGPU.destroy")
@@ -315,10 +318,7 @@ def usb_group_create(ctx, name_label, name_description, other_config):
 @action("USB_group.destroy")
 def usb_group_destroy(ctx, self):
     """Its VUSBs go with it, unless one is plugged; a group with a device stays."""
-    store = ctx.store
-    for v in group_members_to_destroy(store, "USB_group", self, "VUSB", "PUSB"):
-        store.destroy("VUSB", v)
-    store.destroy("USB_group", self)
+    _destroy_group(ctx.store, "USB_group", self, "VUSB", "PUSB")
 
 
 @action("PUSB.set_passthrough_enabled")
