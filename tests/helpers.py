@@ -23,6 +23,15 @@ def records(x, *classes):
     return {cls: getattr(x, cls).get_all_records() for cls in classes}
 
 
+def the_pool(x):
+    return x.pool.get_all()[0]
+
+
+def the_host(x):
+    """The pool's one host."""
+    return x.host.get_all()[0]
+
+
 def pif(x, device):
     """The host's physical PIF of this device (eth0, eth1...)."""
     [ref] = [r for r, v in x.PIF.get_all_records().items()

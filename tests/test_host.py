@@ -14,14 +14,10 @@ import zoneinfo
 import pytest
 import XenAPI
 
-from tests.helpers import failure, put_receiver
+from tests.helpers import failure, put_receiver, the_host
 from tests.test_vm_lifecycle import GiB, new_vm, vm_args, wait_for
 
 MiB = 2**20
-
-
-def host_of(x):
-    return x.host.get_all()[0]
 
 
 def as_datetime(value) -> dt.datetime:
@@ -48,7 +44,7 @@ def fresh(fresh_server):
 # ---- clock ------------------------------------------------------------------------------------
 
 def test_servertime_is_utc_and_localtime_local(xapi):
-    host = host_of(xapi)
+    host = the_host(xapi)
     before = dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
     t = as_datetime(xapi.host.get_servertime(host))
     after = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -65,7 +61,7 @@ def test_servertime_is_utc_and_localtime_local(xapi):
 
 def test_servertime_follows_timezone_and_set_servertime(fresh):
     srv, x = fresh
-    host = host_of(x)
+    host = the_host(x)
     x.host.set_timezone(host, "Asia/Tokyo")  # UTC+9, no daylight saving
     utc = as_datetime(x.host.get_servertime(host))
     local = as_datetime(x.host.get_server_localtime(host))
@@ -93,14 +89,14 @@ def test_servertime_follows_timezone_and_set_servertime(fresh):
 # ---- logs, diagnostics ------------------------------------------------------------------------
 
 def test_log_calls_xapi_does_not_implement(xapi):
-    host = host_of(xapi)
+    host = the_host(xapi)
     assert failure(xapi.host.get_log, host) == ["NOT_IMPLEMENTED", "get_log"]
     assert failure(xapi.host.dmesg_clear, host) == ["NOT_IMPLEMENTED", "dmesg_clear"]
     assert failure(xapi.host.list_methods) == ["NOT_IMPLEMENTED", "list_method"]
 
 
 def test_dmesg_shows_xen_console_and_debug_keys(xapi):
-    host = host_of(xapi)
+    host = the_host(xapi)
     text = xapi.host.dmesg(host)
     lines = text.splitlines()
     assert lines[0].startswith("(XEN) Xen version ")
@@ -113,7 +109,7 @@ def test_dmesg_shows_xen_console_and_debug_keys(xapi):
 
 
 def test_system_status_capabilities_is_xml(xapi):
-    root = ET.fromstring(xapi.host.get_system_status_capabilities(host_of(xapi)))
+    root = ET.fromstring(xapi.host.get_system_status_capabilities(the_host(xapi)))
     assert root.tag == "system-status-capabilities"
     caps = {c.get("key"): c for c in root.findall("capability")}
     assert {"xenserver-logs", "xenserver-databases", "system-logs"} <= set(caps)
@@ -124,7 +120,7 @@ def test_system_status_capabilities_is_xml(xapi):
 
 
 def test_bugreport_upload_puts_a_report(xapi):
-    host = host_of(xapi)
+    host = the_host(xapi)
     with put_receiver() as (url, received):
         xapi.host.bugreport_upload(host, url + "/upload/", {})
         (path, body), = received
@@ -140,7 +136,7 @@ def test_bugreport_upload_puts_a_report(xapi):
 
 
 def test_single_host_no_ops(xapi):
-    host = host_of(xapi)
+    host = the_host(xapi)
     before = xapi.host.get_record(host)
     xapi.host.sync_data(host)
     xapi.host.backup_rrds(host, 0.0)
@@ -158,7 +154,7 @@ def test_tracked_user_agents(server, xapi):
     s = XenAPI.Session(server.http)
     s.xenapi.login_with_password("root", "test-root-pw", "2.21", "XenCenter/2024.3.1")
     try:
-        agents = xapi.host.get_tracked_user_agents(host_of(xapi))
+        agents = xapi.host.get_tracked_user_agents(the_host(xapi))
         assert agents["XenCenter"] == "2024.3.1"
     finally:
         s.xenapi.session.logout()
@@ -167,7 +163,7 @@ def test_tracked_user_agents(server, xapi):
 # ---- refusals a single host gives --------------------------------------------------------------
 
 def test_what_a_lone_host_refuses(xapi):
-    host = host_of(xapi)
+    host = the_host(xapi)
     before = xapi.host.get_record(host)
     assert failure(xapi.host.declare_dead, host) == ["HOST_IS_LIVE", host]
     assert failure(xapi.host.power_on, host) == ["HOST_IS_LIVE", host]
@@ -189,7 +185,7 @@ def test_what_a_lone_host_refuses(xapi):
 
 
 def test_plugins_and_extensions(xapi):
-    host = host_of(xapi)
+    host = the_host(xapi)
     assert failure(xapi.host.call_plugin, host, "no-such-plugin", "main", {}) == [
         "XENAPI_MISSING_PLUGIN", "no-such-plugin"]
     assert failure(xapi.host.call_plugin, host, "hyperthreading.py", "nope", {}) == [
@@ -208,7 +204,7 @@ def test_plugins_and_extensions(xapi):
 
 
 def test_licensing_xcp_ng_edition(xapi):
-    host = host_of(xapi)
+    host = the_host(xapi)
     edition = xapi.host.get_edition(host)
     assert failure(xapi.host.apply_edition, host, "enterprise-per-socket", False) == [
         "INVALID_EDITION", "enterprise-per-socket"]
@@ -225,7 +221,7 @@ def test_licensing_xcp_ng_edition(xapi):
 
 def test_free_memory_follows_running_vms(fresh):
     srv, x = fresh
-    host = host_of(x)
+    host = the_host(x)
     overhead = x.host.compute_memory_overhead(host)
     assert int(overhead) == int(x.host.get_memory_overhead(host)) > 0
     free0 = int(x.host.compute_free_memory(host))
@@ -252,7 +248,7 @@ def test_free_memory_follows_running_vms(fresh):
 
 def test_disable_blocks_vm_start_and_enable_restores(fresh):
     srv, x = fresh
-    host = host_of(x)
+    host = the_host(x)
     assert x.host.get_enabled(host) is True
     ops = x.host.get_allowed_operations(host)
     assert "reboot" not in ops and "shutdown" not in ops and "vm_start" in ops
@@ -274,7 +270,7 @@ def test_disable_blocks_vm_start_and_enable_restores(fresh):
 
 def test_reboot_needs_an_idle_disabled_host_and_comes_back(fresh):
     srv, x = fresh
-    host = host_of(x)
+    host = the_host(x)
     metrics = x.host.get_metrics(host)
     vm = running_vm(x, "guest")
     x.host.disable(host)
@@ -300,7 +296,7 @@ def test_reboot_needs_an_idle_disabled_host_and_comes_back(fresh):
 
 def test_shutdown_then_power_on(fresh):
     srv, x = fresh
-    host = host_of(x)
+    host = the_host(x)
     metrics = x.host.get_metrics(host)
     vm = x.VM.create(vm_args("after-power-on"))
     x.host.disable(host)
@@ -322,7 +318,7 @@ def test_shutdown_then_power_on(fresh):
 
 def test_display_follows_reboot(fresh):
     srv, x = fresh
-    host = host_of(x)
+    host = the_host(x)
     assert x.host.get_display(host) == "enabled"
     assert x.host.disable_display(host) == "disable_on_reboot"
     assert x.host.enable_display(host) == "enabled"
@@ -340,7 +336,7 @@ def test_display_follows_reboot(fresh):
 
 def test_evacuation_has_nowhere_to_go(fresh):
     srv, x = fresh
-    host = host_of(x)
+    host = the_host(x)
     assert x.host.get_vms_which_prevent_evacuation(host) == {}
     x.host.assert_can_evacuate(host)
     x.host.evacuate(host, "OpaqueRef:NULL", 0)
@@ -358,7 +354,7 @@ def test_evacuation_has_nowhere_to_go(fresh):
 
 def test_set_hostname_live(fresh):
     srv, x = fresh
-    host = host_of(x)
+    host = the_host(x)
     old = x.host.get_hostname(host)
     for bad, why in (("", "hostname empty"), ("a" * 256, "hostname is too long"),
                      ("-lead", "hostname contains invalid characters"),
@@ -375,7 +371,7 @@ def test_set_hostname_live(fresh):
 
 def test_management_interface(fresh):
     srv, x = fresh
-    host = host_of(x)
+    host = the_host(x)
     mgmt = x.host.get_management_interface(host)
     assert x.PIF.get_management(mgmt) is True and x.PIF.get_host(mgmt) == host
     other = next(p for p in x.host.get_PIFs(host)
@@ -400,7 +396,7 @@ def test_management_interface(fresh):
 
 def test_ssh_and_sched_gran(fresh):
     srv, x = fresh
-    host = host_of(x)
+    host = the_host(x)
     x.host.enable_ssh(host)
     assert x.host.get_ssh_enabled(host) is True
     x.host.disable_ssh(host)
@@ -425,7 +421,7 @@ def test_ssh_and_sched_gran(fresh):
 
 def test_local_storage_caching(fresh):
     srv, x = fresh
-    host = host_of(x)
+    host = the_host(x)
     local = x.SR.get_by_name_label("Local storage")[0]
     iso = x.SR.get_by_name_label("ISO library")[0]
     assert failure(x.host.enable_local_storage_caching, host, local) == ["HOST_NOT_DISABLED"]
@@ -443,7 +439,7 @@ def test_local_storage_caching(fresh):
 
 def test_emergency_tls_and_guidance(fresh):
     srv, x = fresh
-    host = host_of(x)
+    host = the_host(x)
     x.host.emergency_disable_tls_verification()
     assert x.host.get_tls_verification_enabled(host) is False
     x.host.emergency_reenable_tls_verification()
@@ -478,7 +474,7 @@ def _self_signed(days_from=-1, days_to=30):
 
 
 def test_server_certificate_is_the_one_https_serves(server, xapi):
-    pem = xapi.host.get_server_certificate(host_of(xapi))
+    pem = xapi.host.get_server_certificate(the_host(xapi))
     assert pem.startswith("-----BEGIN CERTIFICATE-----")
     assert ssl.PEM_cert_to_DER_cert(pem) == ssl.PEM_cert_to_DER_cert(
         _served_certificate(server.https))
@@ -486,7 +482,7 @@ def test_server_certificate_is_the_one_https_serves(server, xapi):
 
 def test_install_and_reset_server_certificate(fresh):
     srv, x = fresh
-    host = host_of(x)
+    host = the_host(x)
     original = x.host.get_server_certificate(host)
     cert, key = _self_signed()
     other_cert, other_key = _self_signed()
@@ -531,7 +527,7 @@ def test_install_and_reset_server_certificate(fresh):
 
 def test_restart_agent_keeps_sessions(fresh):
     srv, x = fresh
-    host = host_of(x)
+    host = the_host(x)
     other = x.host.get_other_config(host)
     started, booted = other["agent_start_time"], other["boot_time"]
     assert float(booted) <= float(started) + 1 <= time.time() + 1
@@ -553,7 +549,7 @@ def test_shutdown_agent_stops_the_server(fresh):
 
 def test_host_data_sources(fresh):
     srv, x = fresh
-    host = host_of(x)
+    host = the_host(x)
     sources = {d["name_label"]: d for d in x.host.get_data_sources(host)}
     ncpu = int(x.host.get_cpu_info(host)["cpu_count"])
     assert {f"cpu{i}" for i in range(ncpu)} <= set(sources)
@@ -600,7 +596,7 @@ def test_vm_and_sr_data_sources(xapi):
     finally:
         xapi.VM.hard_shutdown(vm)
         xapi.VM.destroy(vm)
-    dom0 = xapi.host.get_control_domain(host_of(xapi))
+    dom0 = xapi.host.get_control_domain(the_host(xapi))
     assert xapi.VM.query_data_source(dom0, "memory") > 0
     local = xapi.SR.get_by_name_label("Local storage")[0]
     names = {d["name_label"] for d in xapi.SR.get_data_sources(local)}
@@ -610,7 +606,7 @@ def test_vm_and_sr_data_sources(xapi):
 
 
 def test_migrate_receive_names_this_host(xapi):
-    host = host_of(xapi)
+    host = the_host(xapi)
     mgmt = xapi.host.get_management_interface(host)
     dest = xapi.host.migrate_receive(host, xapi.PIF.get_network(mgmt), {})
     assert dest["host"] == host

@@ -8,15 +8,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.helpers import NULL, failure
-
-
-def the_pool(x):
-    return x.pool.get_all()[0]
-
-
-def the_host(x):
-    return x.host.get_all()[0]
+from tests.helpers import NULL, failure, the_host, the_pool
 
 
 def local_sr(x):
