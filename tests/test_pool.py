@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.helpers import NULL, failure, the_host, the_pool
+from tests.helpers import NULL, failure, new_network, the_host, the_pool
 
 
 def local_sr(x):
@@ -310,27 +310,22 @@ def test_local_storage_caching(fresh):
 
 # ---- networking ---------------------------------------------------------------------------
 
-def _new_network(x, name):
-    return x.network.create({"name_label": name, "name_description": "", "MTU": "1500",
-                             "other_config": {}, "tags": []})
-
-
 def test_create_vlan_on_every_host(fresh):
     x = fresh
-    net = _new_network(x, "vlan 42")
+    net = new_network(x, "vlan 42")
     [pif] = x.pool.create_VLAN("eth0", net, "42")
     rec = x.PIF.get_record(pif)
     assert rec["VLAN"] == "42" and rec["network"] == net and rec["device"] == "eth0"
     assert rec["currently_attached"] is True and rec["host"] == the_host(x)
     pifs = len(x.PIF.get_all())
-    assert failure(x.pool.create_VLAN, "eth0", _new_network(x, "dup"), "42")[0] == "PIF_VLAN_EXISTS"
-    assert failure(x.pool.create_VLAN, "eth0", _new_network(x, "bad"), "4095") == \
+    assert failure(x.pool.create_VLAN, "eth0", new_network(x, "dup"), "42")[0] == "PIF_VLAN_EXISTS"
+    assert failure(x.pool.create_VLAN, "eth0", new_network(x, "bad"), "4095") == \
         ["VLAN_TAG_INVALID", "4095"]
-    assert failure(x.pool.create_VLAN, "eth9", _new_network(x, "none"), "7") == ["PIF_DEVICE_NOT_FOUND"]
+    assert failure(x.pool.create_VLAN, "eth9", new_network(x, "none"), "7") == ["PIF_DEVICE_NOT_FOUND"]
     assert len(x.PIF.get_all()) == pifs
     # from a PIF: the VLAN goes on every live host's PIF of that PIF's network
     eth0 = [p for p, r in x.PIF.get_all_records().items() if r["device"] == "eth0" and r["physical"]][0]
-    net2 = _new_network(x, "vlan 43")
+    net2 = new_network(x, "vlan 43")
     [pif2] = x.pool.create_VLAN_from_PIF(eth0, net2, "43")
     assert x.PIF.get_VLAN(pif2) == "43" and x.PIF.get_network(pif2) == net2
 
@@ -339,9 +334,9 @@ def test_management_reconfigure(fresh):
     x = fresh
     host = the_host(x)
     old = x.host.get_management_interface(host)
-    empty = _new_network(x, "no pif")
+    empty = new_network(x, "no pif")
     assert failure(x.pool.management_reconfigure, empty) == ["PIF_NOT_PRESENT", host, empty]
-    vnet = _new_network(x, "vlan mgmt")
+    vnet = new_network(x, "vlan mgmt")
     [vpif] = x.pool.create_VLAN("eth0", vnet, "99")
     assert failure(x.pool.management_reconfigure, vnet) == ["PIF_HAS_NO_NETWORK_CONFIGURATION", vpif]
     assert x.host.get_management_interface(host) == old
@@ -474,7 +469,7 @@ def test_secureboot_readiness_and_failover_plan_with_a_protected_vm(fresh):
     rec.update(name_label="protected", is_a_template=False, is_default_template=False,
                other_config={})
     vm = x.VM.create(rec)
-    net = _new_network(x, "private")
+    net = new_network(x, "private")
     x.VIF.create({"device": "0", "network": net, "VM": vm, "MAC": "", "MTU": "1500",
                   "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}})
     assert x.pool.ha_failover_plan_exists("0") is True  # nothing protected yet

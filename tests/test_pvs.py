@@ -1,7 +1,7 @@
 """PVS accelerator objects through XenAPI.py: sites, servers and proxies."""
 import pytest
 
-from tests.helpers import failure
+from tests.helpers import failure, new_network
 
 
 def records(x):
@@ -16,8 +16,7 @@ def vm_vifs(xapi):
                   if x.VM.get_is_a_template(t)]
     vm = x.VM.clone(template, "PVS target")
     x.VM.set_is_a_template(vm, False)
-    net = x.network.create({"name_label": "PVS net", "name_description": "", "MTU": "1500",
-                            "other_config": {}, "tags": []})
+    net = new_network(x, "PVS net")
     vifs = [x.VIF.create({"device": d, "network": net, "VM": vm, "MAC": "", "MTU": "1500",
                           "other_config": {}, "qos_algorithm_type": "",
                           "qos_algorithm_params": {}}) for d in ("0", "1")]

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from tests.helpers import NULL, drop_vm, failure
+from tests.helpers import NULL, drop_vm, failure, new_network
 from tests.test_vm_lifecycle import new_vm, wait_for
 
 GiB = 1024 ** 3
@@ -125,8 +125,7 @@ def test_migrate_send_moves_a_halted_vms_disk(xapi, halted):
 def test_migrate_send_moves_a_running_vms_disk_and_vif(xapi, running):
     x, vm = xapi, running
     target = new_sr(x)
-    net = x.network.create({"name_label": "extras-net", "name_description": "", "MTU": "1500",
-                            "other_config": {}})
+    net = new_network(x, "extras-net")
     vif = x.VIF.create({"device": "0", "network": x.network.get_all()[0], "VM": vm, "MAC": "",
                         "MTU": "1500", "other_config": {}, "qos_algorithm_type": "",
                         "qos_algorithm_params": {}})
@@ -277,8 +276,7 @@ def test_assert_agile(xapi, halted):
     x.SR.set_shared(sr, True)
     try:
         x.VM.assert_agile(vm)  # one host, a plugged PBD: agile
-        net = x.network.create({"name_label": "internal", "name_description": "", "MTU": "1500",
-                                "other_config": {}})
+        net = new_network(x, "internal")
         vif = x.VIF.create({"device": "0", "network": net, "VM": vm, "MAC": "", "MTU": "1500",
                             "other_config": {}, "qos_algorithm_type": "",
                             "qos_algorithm_params": {}})
