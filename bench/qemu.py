@@ -34,7 +34,6 @@ import XenAPI
 
 from bench.common import PASSWORD, PYTHON, ROOT, Proc
 
-MiB = 1024 * 1024
 READY = b"GUEST-READY"
 TIMEOUT = 180.0     # a TCG boot on a loaded machine can take a minute
 FIGURES = ("start_call_s", "start_to_ready_s", "suspend_s", "resume_s", "clean_shutdown_s",
@@ -59,31 +58,6 @@ def uptime(guest, vm_dir: pathlib.Path) -> float:
         return float(con.run("cut -d' ' -f1 /proc/uptime"))
     finally:
         con.close()
-
-
-def make_vm(x, kernel: dict) -> str:
-    memory = str(256 * MiB)
-    vm = x.VM.create({
-        "name_label": "bench guest", "name_description": "", "user_version": "1",
-        "is_a_template": False, "affinity": "OpaqueRef:NULL",
-        "memory_target": memory, "memory_static_max": memory, "memory_dynamic_max": memory,
-        "memory_dynamic_min": memory, "memory_static_min": memory,
-        "VCPUs_params": {}, "VCPUs_max": "1", "VCPUs_at_startup": "1",
-        "actions_after_shutdown": "destroy", "actions_after_reboot": "restart",
-        "actions_after_crash": "destroy", "PV_bootloader": "", "PV_kernel": kernel["kernel"],
-        "PV_ramdisk": kernel["ramdisk"], "PV_args": kernel["args"], "PV_bootloader_args": "",
-        "PV_legacy_args": "", "HVM_boot_policy": "BIOS order", "HVM_boot_params": {"order": "c"},
-        "HVM_shadow_multiplier": 1.0, "platform": {}, "PCI_bus": "", "other_config": {},
-        "recommendations": "", "domain_type": "hvm"})
-    sr = x.pool.get_default_SR(x.pool.get_all()[0])
-    vdi = x.VDI.create({"SR": sr, "virtual_size": str(64 * MiB), "name_label": "root",
-                        "name_description": "", "type": "user", "sharable": False,
-                        "read_only": False, "other_config": {}, "xenstore_data": {},
-                        "sm_config": {}, "tags": []})
-    x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW",
-                  "type": "Disk", "unpluggable": True, "empty": False, "other_config": {},
-                  "qos_algorithm_type": "", "qos_algorithm_params": {}})
-    return vm
 
 
 def timed(fn, *args):
@@ -152,7 +126,7 @@ def run(workdir: pathlib.Path, smoke: bool, rounds: int | None = None) -> dict:
     try:
         session.login_with_password("root", PASSWORD, "1.0", "bench")
         x = session.xenapi
-        vm = make_vm(x, kernel)
+        vm, _ = guest.make_vm(x, "bench guest", kernel)
         per_round, continued = [], 0
         for _ in range(rounds):
             r, ok, accel = one_round(x, guest, qemu_root, vm)

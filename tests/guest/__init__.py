@@ -115,3 +115,38 @@ def kill_qemus(state_dir: pathlib.Path) -> None:
             os.killpg(pid, signal.SIGKILL)
         except (OSError, ValueError):
             pass
+
+
+MiB = 1024 * 1024
+
+
+def vm_record(name: str, kernel: dict, memory: int = 256 * MiB) -> dict:
+    """VM.create's record for a VM that boots the test guest's kernel directly."""
+    return {
+        "name_label": name, "name_description": "", "user_version": "1",
+        "is_a_template": False, "affinity": "OpaqueRef:NULL",
+        "memory_target": str(memory), "memory_static_max": str(memory),
+        "memory_dynamic_max": str(memory), "memory_dynamic_min": str(memory),
+        "memory_static_min": str(memory),
+        "VCPUs_params": {}, "VCPUs_max": "1", "VCPUs_at_startup": "1",
+        "actions_after_shutdown": "destroy", "actions_after_reboot": "restart",
+        "actions_after_crash": "destroy", "PV_bootloader": "", "PV_kernel": kernel["kernel"],
+        "PV_ramdisk": kernel["ramdisk"], "PV_args": kernel["args"], "PV_bootloader_args": "",
+        "PV_legacy_args": "", "HVM_boot_policy": "BIOS order", "HVM_boot_params": {"order": "c"},
+        "HVM_shadow_multiplier": 1.0, "platform": {}, "PCI_bus": "", "other_config": {},
+        "recommendations": "", "domain_type": "hvm",
+    }
+
+
+def make_vm(x, name: str, kernel: dict) -> tuple[str, str]:
+    """A guest VM with a 64 MiB root disk on the default SR, through XenAPI.py: (vm, vdi)."""
+    vm = x.VM.create(vm_record(name, kernel))
+    sr = x.pool.get_default_SR(x.pool.get_all()[0])
+    vdi = x.VDI.create({"SR": sr, "virtual_size": str(64 * MiB), "name_label": "root",
+                        "name_description": "", "type": "user", "sharable": False,
+                        "read_only": False, "other_config": {}, "xenstore_data": {},
+                        "sm_config": {}, "tags": []})
+    x.VBD.create({"VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW",
+                  "type": "Disk", "unpluggable": True, "empty": False, "other_config": {},
+                  "qos_algorithm_type": "", "qos_algorithm_params": {}})
+    return vm, vdi
