@@ -170,20 +170,21 @@ async def set_VCPUs_number_live(ctx, vm, nvcpu):
         await refresh_metrics(ctx, vm)
 
 
+async def _set_shadow_multiplier(ctx, vm: str, op: str, multiplier: float) -> None:
+    async with vm_operation(ctx, vm, op):
+        if multiplier < 1.0:
+            raise ApiError("INVALID_VALUE", "multiplier", multiplier)
+        ctx.store.update("VM", vm, {"HVM_shadow_multiplier": multiplier})
+
+
 @action("VM.set_HVM_shadow_multiplier")
 async def set_HVM_shadow_multiplier(ctx, vm, value):
-    async with vm_operation(ctx, vm, "changing_shadow_memory"):
-        if value < 1.0:
-            raise ApiError("INVALID_VALUE", "multiplier", value)
-        ctx.store.update("VM", vm, {"HVM_shadow_multiplier": value})
+    await _set_shadow_multiplier(ctx, vm, "changing_shadow_memory", value)
 
 
 @action("VM.set_shadow_multiplier_live")
 async def set_shadow_multiplier_live(ctx, vm, multiplier):
-    async with vm_operation(ctx, vm, "changing_shadow_memory_live"):
-        if multiplier < 1.0:
-            raise ApiError("INVALID_VALUE", "multiplier", multiplier)
-        ctx.store.update("VM", vm, {"HVM_shadow_multiplier": multiplier})
+    await _set_shadow_multiplier(ctx, vm, "changing_shadow_memory_live", multiplier)
 
 
 @action("VM.set_HVM_boot_policy")
