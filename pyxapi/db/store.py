@@ -32,6 +32,11 @@ log = logging.getLogger("pyxapi.store")
 EMPTY_MAP: dict = {}
 EMPTY_SET: list = []
 
+# Classes whose rows live in memory only, as in xapi: a restart ends every session, so
+# logins and the sessions' activity stamps cost no commit. A delete is still written, so
+# that rows stored by an older version go.
+NOT_PERSISTED = frozenset({"session"})
+
 # Records built (the bulk of a big reply) after which freed memory is given back.
 TRIM_AFTER_RECORDS = 10_000
 
@@ -240,7 +245,7 @@ class Store:
         if prev and prev[1] == "add" and op == "mod":
             op = "add"  # not yet seen by anyone reading from before its creation
         self.changes[key] = (self.generation, op)
-        if persist or op == "del":
+        if op == "del" or (persist and cls not in NOT_PERSISTED):
             self.dirty[key] = op
         if self.persistence is not None and not self._flush_scheduled:
             self._flush_scheduled = True
