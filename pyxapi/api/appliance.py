@@ -11,10 +11,9 @@ import asyncio
 import logging
 from collections import defaultdict
 
-from ..db.store import new_ref
 from ..errors import ApiError
 from . import vm as vm_actions
-from .generic import create_from_record, set_allowed_operations
+from .generic import create_from_record, operations_in_progress, set_allowed_operations
 from .registry import action
 from .vm_extras import assert_vm_recoverable, recover_vms, srs_required_for_recovery
 
@@ -72,10 +71,7 @@ async def _perform(ctx, appliance: str, op: str, vm_op, wanted: str, ascending: 
     err = operation_error(store, appliance, op)
     if err is not None:
         raise err
-    key = ctx.task or new_ref()
-    store.update("VM_appliance", appliance, {"current_operations": {key: op}})
-    update_allowed_operations(store, appliance)
-    try:
+    with operations_in_progress(ctx, ("VM_appliance", appliance, op, update_allowed_operations)):
         targets = [vm for vm in store.field("VM_appliance", appliance, "VMs")
                    if store.get("VM", vm)["power_state"] != wanted]
         groups = defaultdict(list)
@@ -93,10 +89,6 @@ async def _perform(ctx, appliance: str, op: str, vm_op, wanted: str, ascending: 
                   if store.exists("VM", vm) and store.get("VM", vm)["power_state"] != wanted]
         if failed:
             raise ApiError("OPERATION_PARTIALLY_FAILED", f"VM_appliance.{op}", *failed)
-    finally:
-        if store.exists("VM_appliance", appliance):
-            store.update("VM_appliance", appliance, {"current_operations": {}})
-            update_allowed_operations(store, appliance)
 
 
 @action("VM_appliance.start")

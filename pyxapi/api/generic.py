@@ -7,9 +7,11 @@ of the generated shapes. Handlers take (ctx, args) with args already checked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 
 from ..db.query import compile_filter
+from ..db.store import new_ref
 from ..errors import ApiError
 from ..model import Class, Message
 from ..model.types import Record, Ref
@@ -136,6 +138,36 @@ def set_allowed_operations(store, cls: str, ref: str, ops: list[str]) -> None:
     """Write an object's allowed_operations when they changed (a write is an event)."""
     if sorted(ops) != sorted(store.get(cls, ref)["allowed_operations"]):
         store.update(cls, ref, {"allowed_operations": ops})
+
+
+def begin_operation(store, cls: str, ref: str, key: str, op: str, update_ops) -> None:
+    """Show `op` in the object's current_operations under `key` (the task doing it);
+    `update_ops(store, ref)` keeps its allowed_operations in step."""
+    store.update(cls, ref, {"current_operations": {**store.get(cls, ref)["current_operations"],
+                                                   key: op}})
+    update_ops(store, ref)
+
+
+def end_operation(store, cls: str, ref: str, key: str, update_ops) -> None:
+    if store.exists(cls, ref):
+        ops = {k: v for k, v in store.get(cls, ref)["current_operations"].items() if k != key}
+        store.update(cls, ref, {"current_operations": ops})
+        update_ops(store, ref)
+
+
+@contextlib.contextmanager
+def operations_in_progress(ctx, *marks):
+    """Each (cls, ref, op, update_ops) shows in current_operations while the block runs,
+    failure and cancellation included, under the call's task (a call without a task gets a
+    ref of its own, as every xapi call has a task)."""
+    key = ctx.task or new_ref()
+    for cls, ref, op, update_ops in marks:
+        begin_operation(ctx.store, cls, ref, key, op, update_ops)
+    try:
+        yield key
+    finally:
+        for cls, ref, _, update_ops in marks:
+            end_operation(ctx.store, cls, ref, key, update_ops)
 
 
 def check_record(ctx, cls: str, given: dict, *, ignore: tuple = ()) -> dict:

@@ -26,7 +26,7 @@ import zoneinfo
 from ..db.store import NULL, journal, new_ref, now
 from ..errors import ApiError
 from .bootstrap import PRODUCT, on_loop_start, on_loop_start_hook
-from .generic import set_allowed_operations
+from .generic import begin_operation, end_operation, set_allowed_operations
 from . import devices, vm as _vm
 from .registry import action
 
@@ -164,18 +164,16 @@ def update_allowed_operations(store, host: str) -> None:
 
 
 def _begin(ctx, host: str, op: str) -> str:
+    """Check `op` and show it in current_operations until `_end` (which may come later,
+    from a step scheduled after the call has answered)."""
     assert_operation(ctx.store, host, op)
     key = ctx.task or new_ref()
-    ctx.store.update("host", host, {"current_operations": {
-        **ctx.store.get("host", host)["current_operations"], key: op}})
-    update_allowed_operations(ctx.store, host)
+    begin_operation(ctx.store, "host", host, key, op, update_allowed_operations)
     return key
 
 
 def _end(store, host: str, key: str) -> None:
-    ops = {k: v for k, v in store.get("host", host)["current_operations"].items() if k != key}
-    store.update("host", host, {"current_operations": ops})
-    update_allowed_operations(store, host)
+    end_operation(store, "host", host, key, update_allowed_operations)
 
 
 @on_loop_start_hook

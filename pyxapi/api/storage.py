@@ -10,9 +10,9 @@ import contextlib
 import re
 
 from ..backends.base import device_name
-from ..db.store import NULL, new_ref, new_uuid, now
+from ..db.store import NULL, new_uuid, now
 from ..errors import ApiError
-from .generic import check_record, set_allowed_operations
+from .generic import check_record, operations_in_progress, set_allowed_operations
 from .registry import action
 
 # SR types served by the API alone (host devices: no backend storage, no disks made here).
@@ -252,25 +252,10 @@ def update_vbd_ops(store, vbd) -> None:
 _UPDATE_OPS = {"SR": update_sr_ops, "VDI": update_vdi_ops}
 
 
-@contextlib.contextmanager
 def _busy(ctx, *marks):
-    """Show (cls, ref, op) in current_operations while the backend works, under the task's
-    ref (a call without a task gets one of its own, as every xapi call has a task)."""
-    store = ctx.store
-    key = ctx.task or new_ref()
-    for cls, ref, op in marks:
-        store.update(cls, ref, {"current_operations":
-                                {**store.get(cls, ref)["current_operations"], key: op}})
-        _UPDATE_OPS[cls](store, ref)
-    try:
-        yield
-    finally:
-        for cls, ref, _ in marks:
-            if store.exists(cls, ref):
-                ops = {k: v for k, v in store.get(cls, ref)["current_operations"].items()
-                       if k != key}
-                store.update(cls, ref, {"current_operations": ops})
-                _UPDATE_OPS[cls](store, ref)
+    """Show (cls, ref, op) in current_operations while the backend works."""
+    return operations_in_progress(ctx, *((cls, ref, op, _UPDATE_OPS[cls])
+                                         for cls, ref, op in marks))
 
 
 async def refresh_sr(ctx, sr) -> None:

@@ -21,7 +21,7 @@ from ..model.values import EPOCH
 from . import blob, devices, network, storage
 from .alerts import vm_alert
 from .bootstrap import on_loop_start_hook
-from .generic import create_from_record, set_allowed_operations
+from .generic import create_from_record, operations_in_progress, set_allowed_operations
 from .registry import action
 
 log = logging.getLogger("pyxapi.vm")
@@ -194,19 +194,9 @@ def update_allowed_operations(store, vm: str) -> None:
 async def vm_operation(ctx, vm: str, op: str):
     """Check ``op``, record it in current_operations for as long as it runs (failure and
     cancellation included), and keep allowed_operations current."""
-    store = ctx.store
-    assert_operation(store, vm, op)
-    key = ctx.task or new_ref()
-    store.update("VM", vm, {"current_operations": {**store.get("VM", vm)["current_operations"],
-                                                   key: op}})
-    update_allowed_operations(store, vm)
-    try:
+    assert_operation(ctx.store, vm, op)
+    with operations_in_progress(ctx, ("VM", vm, op, update_allowed_operations)):
         yield
-    finally:
-        if store.exists("VM", vm):
-            ops = {k: v for k, v in store.get("VM", vm)["current_operations"].items() if k != key}
-            store.update("VM", vm, {"current_operations": ops})
-            update_allowed_operations(store, vm)
 
 
 async def settle(coro):
