@@ -152,3 +152,8 @@ def test_only_the_newest_messages_are_kept(fresh_server):
     kept = x.message.get_all()
     assert len(kept) == 10_000
     assert set(kept) == set(made[5:])  # the five oldest went
+    # after a restart the oldest still go first
+    srv.kill()
+    x = fresh_server(https=False, unix=False).session("http").xenapi
+    newest = x.message.create("TEST_AFTER", "1", "Pool", puuid, "")
+    assert set(x.message.get_all()) == set(made[6:]) | {newest}

@@ -40,8 +40,10 @@ def create_message(store, name: str, priority: int, cls: str, obj_uuid: str, bod
     ref = store.create("message", {"name": name, "priority": priority, "cls": cls,
                                    "obj_uuid": obj_uuid, "timestamp": now(), "body": body})
     table = store.tables["message"]
-    while len(table) > MESSAGE_LIMIT:  # the oldest go first
-        store.destroy("message", min(table, key=lambda r: table[r]["timestamp"]))
+    # the oldest go first: messages are never updated, so the table keeps them in the order
+    # they were made (across a restart too: rows load in the order they were stored)
+    while len(table) > MESSAGE_LIMIT:
+        store.destroy("message", next(iter(table)))
     return ref
 
 

@@ -76,7 +76,7 @@ class SqlitePersistence:
             datetimes = [n for n, f in stored.items() if f.type == Prim("datetime")]
             strings = [n for n, f in stored.items() if _pooled(f.type) and n != "uuid"]
             containers = [n for n, f in stored.items() if isinstance(f.type, (Set, Map))]
-            for ref, data in self.db.execute(f"SELECT ref, data FROM {_table(cls)}"):
+            for ref, data in self.db.execute(f"SELECT ref, data FROM {_table(cls)} ORDER BY rowid"):
                 row = orjson.loads(data)
                 if row.keys() != fields:
                     # fields added to the model since the row was written take their default
