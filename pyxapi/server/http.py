@@ -18,6 +18,7 @@ import email.utils
 import logging
 import os
 import time
+import types
 import urllib.parse
 
 import httptools
@@ -32,6 +33,7 @@ _PIPELINE_LIMIT = 32  # queued requests on one connection before it stops readin
 # A request must arrive whole this many seconds after its first bytes (slow clients, slowloris).
 REQUEST_TIMEOUT = float(os.environ.get("PYXAPI_REQUEST_TIMEOUT", "30"))
 MAX_HEAD = 1 << 20  # bytes of request line and headers (httptools buffers them unbounded)
+_NOTED = frozenset((b"content-type", b"content-length", b"expect"))  # headers acted on
 _COPY_MAX = 1 << 16  # bytes of reply body copied behind the head, to leave in one write
 
 _XML = b"text/xml"
@@ -39,40 +41,38 @@ _JSON = b"application/json"
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
             408: b"Request Timeout", 413: b"Payload Too Large", 431: b"Request Header Fields Too Large",
             500: b"Internal Server Error"}
-_date = [0, b""]
-
-
-def _date_header() -> bytes:
-    now = int(time.time())
-    if _date[0] != now:
-        _date[0], _date[1] = now, email.utils.formatdate(now, usegmt=True).encode()
-    return _date[1]
+_heads: dict = {}  # (status, content type, keep-alive) → the head up to content-length
+_heads_second = [0]
 
 
 def _head(status: int, content_type: bytes, length: int, keep_alive: bool, extra=()) -> bytes:
-    reason = _REASONS.get(status) or b"Status"
-    parts = [b"HTTP/1.1 %d %s\r\ndate: %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n"
-             % (status, reason, _date_header(), content_type, length)]
-    for name, value in extra:
-        parts.append(name + b": " + value + b"\r\n")
-    if not keep_alive:
-        parts.append(b"connection: close\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+    """Status line and headers. All but content-length are made once a second (the date
+    changes) for each kind of reply, and reused."""
+    now = int(time.time())
+    if _heads_second[0] != now:
+        _heads_second[0] = now
+        _heads.clear()
+    key = (status, content_type, keep_alive)
+    fixed = None if extra else _heads.get(key)  # (extra headers carry per-reply values)
+    if fixed is None:
+        reason = _REASONS.get(status) or b"Status"
+        parts = [b"HTTP/1.1 %d %s\r\ndate: %s\r\ncontent-type: %s\r\n"
+                 % (status, reason, email.utils.formatdate(now, usegmt=True).encode(), content_type)]
+        for name, value in extra:
+            parts.append(name + b": " + value + b"\r\n")
+        if not keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"content-length: ")
+        fixed = b"".join(parts)
+        if not extra:
+            _heads[key] = fixed
+    return fixed + b"%d\r\n\r\n" % length
 
 
-class _Request:
-    __slots__ = ("method", "url", "headers", "body", "keep_alive", "version", "too_large")
-
-    def __init__(self, method, url, headers, body, keep_alive, version, too_large):
-        self.method, self.url, self.headers, self.body = method, url, headers, body
-        self.keep_alive, self.version, self.too_large = keep_alive, version, too_large
-
-    def header(self, name: bytes) -> bytes | None:
-        for k, v in self.headers:
-            if k == name:
-                return v
-        return None
+# A parsed request, as a plain tuple (made for every call: a tuple costs least):
+# (method, url, headers [(lower-case name, value)], body, keep_alive, http version,
+#  content type, body too large)
+_Request = tuple
 
 
 class HttpServer:
@@ -127,6 +127,7 @@ class HttpProtocol(asyncio.Protocol):
         self._in_head = False
         self._in_message = False
         self._head_size = 0
+        self._content_type = b""
 
     # ---- transport -----------------------------------------------------------
 
@@ -148,6 +149,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes):
         self.last_active = time.monotonic()
+        if not self._in_message:  # a request begins (what an on_message_begin would say)
+            self._in_message = self._in_head = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -179,29 +182,28 @@ class HttpProtocol(asyncio.Protocol):
 
     # ---- parser callbacks ------------------------------------------------------
 
-    def on_message_begin(self):
-        self._in_message = self._in_head = True
-        self._head_size = 0
-        self._url = b""
-        self._headers = []
-        self._body = []
-        self._size = 0
+    # The callbacks every request runs, kept few: there is no on_message_begin (the state
+    # is reset when a message completes) nor on_headers_complete (what it would check is
+    # checked as each header arrives).
 
     def on_url(self, url: bytes):
         self._url += url
+        self._in_message = self._in_head = True  # (a request after another in one read)
 
     def on_header(self, name: bytes, value: bytes):
-        self._headers.append((name.lower(), value))
-
-    def on_headers_complete(self):
-        self._in_head = False
-        for name, value in self._headers:
-            if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY:
-                return self._refuse(413, b"request body too large (limit %d bytes)\n" % MAX_BODY)
-            if name == b"expect" and value.lower() == b"100-continue":
+        name = name.lower()
+        self._headers.append((name, value))
+        if name in _NOTED:
+            if name == b"content-type":
+                self._content_type = value
+            elif name == b"content-length":
+                if value.isdigit() and int(value) > MAX_BODY:
+                    self._refuse(413, b"request body too large (limit %d bytes)\n" % MAX_BODY)
+            elif value.lower() == b"100-continue":  # expect
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes):
+        self._in_head = False
         self._size += len(body)
         if self._size > MAX_BODY:
             self._body = []
@@ -209,14 +211,16 @@ class HttpProtocol(asyncio.Protocol):
             self._body.append(body)
 
     def on_message_complete(self):
-        self._in_message = False
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
         p = self.parser
-        req = _Request(p.get_method(), self._url, self._headers, b"".join(self._body),
-                       p.should_keep_alive(), p.get_http_version(), self._size > MAX_BODY)
-        self._body = []
+        req = (p.get_method(), self._url, self._headers, b"".join(self._body),
+               p.should_keep_alive(), p.get_http_version(), self._content_type,
+               self._size > MAX_BODY)
+        self._in_message = self._in_head = False
+        self._head_size = self._size = 0
+        self._url, self._headers, self._body, self._content_type = b"", [], [], b""
         if self.busy:
             self.queue.append(req)
             if len(self.queue) >= _PIPELINE_LIMIT:
@@ -226,25 +230,52 @@ class HttpProtocol(asyncio.Protocol):
 
     # ---- requests ----------------------------------------------------------------
 
-    def _start(self, req: _Request) -> None:
-        self.busy = True
-        self.loop.create_task(self._serve(req))
+    def _start(self, req: _Request | None) -> None:
+        """Serve `req`, then the requests queued behind it, each run at once in this callback:
+        most calls (getters) never wait, and so need no task and no turn of the event loop
+        (a task per request cost about a tenth of a getter). A call that does wait goes on
+        as a task, which takes up the queue when it ends."""
+        while req is not None:
+            self.busy = True
+            serving = self._serve(req)
+            try:
+                waiting = serving.send(None)
+            except StopIteration as done:
+                req = self._next() if done.value else None
+            else:
+                self.loop.create_task(self._go_on(serving, waiting))
+                return
 
-    async def _serve(self, req: _Request) -> None:
+    async def _go_on(self, serving, waiting) -> None:
+        if await _resume(serving, waiting):
+            self._start(self._next())
+
+    def _next(self) -> _Request | None:
+        self.busy = False
+        if not self.queue:
+            return None
+        req = self.queue.popleft()
+        if len(self.queue) < _PIPELINE_LIMIT // 2:
+            self.transport.resume_reading()
+        return req
+
+    async def _serve(self, req: _Request) -> bool:
+        """Answer one request; True if the connection stays open for the next."""
+        method, url, _, body, keep_alive, _, content_type, too_large = req
         peer.set(self.peer)  # for the login throttle and the audit log
-        keep_alive = req.keep_alive and not self.closing
+        keep_alive = keep_alive and not self.closing
         try:
-            if req.too_large:
+            if too_large:
                 text = b"request body too large (limit %d bytes)\n" % MAX_BODY
                 out = _head(413, b"text/plain; charset=utf-8", len(text), False) + text
                 keep_alive = False
-            elif req.method == b"POST":
+            elif method == b"POST":
                 d = self.server.dispatcher
-                if is_jsonrpc(httptools.parse_url(req.url).path.decode("latin-1"),
-                              req.header(b"content-type") or b""):
-                    body, ctype = await d.handle_jsonrpc(req.body), _JSON
+                path = "/" if url == b"/" else httptools.parse_url(url).path.decode("latin-1")
+                if is_jsonrpc(path, content_type):
+                    body, ctype = await d.handle_jsonrpc(body), _JSON
                 else:
-                    body, ctype = await d.handle_xmlrpc(req.body), _XML
+                    body, ctype = await d.handle_xmlrpc(body), _XML
                 out = _head(200, ctype, len(body), keep_alive)
                 # a big reply (tens of MB: every record of a pool) is sent behind its head,
                 # not copied there
@@ -252,13 +283,13 @@ class HttpProtocol(asyncio.Protocol):
             else:
                 out, keep_alive = await self._asgi(req, keep_alive)
         except Exception:
-            log.exception("internal error answering %s %r", req.method, req.url)
+            log.exception("internal error answering %s %r", method, url)
             text = b"internal server error\n"
             out = _head(500, b"text/plain; charset=utf-8", len(text), False) + text
             keep_alive = False
         transport = self.transport
         if transport.is_closing():
-            return
+            return False
         if type(out) is tuple:
             transport.writelines(out)
         else:
@@ -266,24 +297,20 @@ class HttpProtocol(asyncio.Protocol):
         self.last_active = time.monotonic()
         if not keep_alive:
             transport.close()
-            return
-        self.busy = False
-        if self.queue:
-            req = self.queue.popleft()
-            if len(self.queue) < _PIPELINE_LIMIT // 2:
-                transport.resume_reading()
-            self._start(req)
+            return False
+        return True
 
     async def _asgi(self, req: _Request, keep_alive: bool) -> tuple[bytes, bool]:
         """Run a non-RPC request through the ASGI app; the reply is buffered."""
-        url = httptools.parse_url(req.url)
+        method, raw_url, headers, request_body, _, version, _, _ = req
+        url = httptools.parse_url(raw_url)
         raw_path = url.path
         scope = {
             "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": req.version, "method": req.method.decode("latin-1"),
+            "http_version": version, "method": method.decode("latin-1"),
             "scheme": self.scheme, "path": urllib.parse.unquote(raw_path.decode("latin-1")),
             "raw_path": raw_path, "query_string": url.query or b"", "root_path": "",
-            "headers": req.headers, "server": self.transport.get_extra_info("sockname"),
+            "headers": headers, "server": self.transport.get_extra_info("sockname"),
             "client": self.transport.get_extra_info("peername"),
         }
         sent_body = False
@@ -292,7 +319,7 @@ class HttpProtocol(asyncio.Protocol):
             nonlocal sent_body
             if not sent_body:
                 sent_body = True
-                return {"type": "http.request", "body": req.body, "more_body": False}
+                return {"type": "http.request", "body": request_body, "more_body": False}
             if self.disconnected is None:
                 self.disconnected = asyncio.get_running_loop().create_future()
             await self.disconnected
@@ -310,10 +337,27 @@ class HttpProtocol(asyncio.Protocol):
         await self.server.asgi(scope, receive, send)
         body = b"".join(chunks)
         length = len(body)
-        if req.method == b"HEAD":
+        if method == b"HEAD":
             body = b""
         headers = [(k.lower(), v) for k, v in start.get("headers", [])]
         ctype = next((v for k, v in headers if k == b"content-type"), b"application/octet-stream")
         extra = [(k, v) for k, v in headers
                  if k not in (b"content-type", b"content-length", b"connection", b"date")]
         return _head(start.get("status", 500), ctype, length, keep_alive, extra) + body, keep_alive
+
+
+@types.coroutine
+def _resume(coro, waiting):
+    """Go on with a coroutine that was stepped by hand and now waits for `waiting` (what it
+    yielded): the task awaiting this hands it what it would have handed the coroutine itself
+    (None when `waiting` is done, or an exception such as a cancel), until it returns."""
+    while True:
+        try:
+            try:
+                sent = yield waiting
+            except BaseException as e:
+                waiting = coro.throw(e)
+            else:
+                waiting = coro.send(sent)
+        except StopIteration as done:
+            return done.value
