@@ -47,11 +47,14 @@ class Audit:
         self.path = path
         self.file = open(path, "ab") if path else None
         self._plans: dict[str, object] = {}
+        self._quiet: set[str] = set()  # methods (plain or Async.) found not audited
         self.pending: dict[str, dict] = {}  # task ref -> the entry of the Async call that made it
 
     def start(self, dispatcher, method: str, params) -> "_Entry | None":
         """Begin the entry for a call, or None if it is not audited."""
-        if self.file is None or type(method) is not str:
+        if type(method) is not str or method in self._quiet:  # (most calls: the getters)
+            return None
+        if self.file is None:
             return None
         name = method[6:] if method.startswith("Async.") else method
         plan = self._plans.get(name)
@@ -61,6 +64,7 @@ class Audit:
                 return None
             plan = self._plans[name] = self._plan(route.message)
         if plan is False:
+            self._quiet.add(method)  # (a method of the model, plain or Async: a bounded set)
             return None
         takes_session, secret = plan
         entry = {"time": "", "user": "", "subject": "", "session": "", "originator": "",

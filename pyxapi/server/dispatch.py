@@ -17,7 +17,7 @@ from ..api.registry import load_all
 from ..errors import ApiError
 from ..model import Message, Model
 from ..model.nulls import accepts_null, check_table
-from ..model.types import Ref
+from ..model.types import Prim, Ref
 from ..model.values import NULL_REF, from_wire, type_default
 from ..wire import Shared, jsonrpc, xmlrpc
 
@@ -26,6 +26,7 @@ log = logging.getLogger("pyxapi.dispatch")
 # Classes whose messages have no Async form (the spec), plus event's long-polls.
 NO_ASYNC_CLASSES = frozenset({"session", "task", "event"})
 GENERATED_PREFIXES = ("get_", "set_", "add_", "remove_")
+STRING = Prim("string")
 
 
 @dataclass(slots=True)
@@ -36,6 +37,19 @@ class Route:
     async_ok: bool
     ref_checks: tuple  # (arg index, class, takes NULL) for each Ref parameter
     implemented: bool
+    # worked out once, for the check every call makes
+    permission: str = ""  # the RBAC permission: the wire name, lower case
+    n_args: int = 0  # parameters after the session one
+    plain: bool = False  # every such parameter a string or a ref: a str arrives as it is
+    removed: bool = False
+
+    def __post_init__(self):
+        msg = self.message
+        self.permission = msg.wire_name.lower()
+        self.n_args = len(msg.params) - (1 if msg.takes_session else 0)
+        self.plain = all(isinstance(p.type, Ref) or p.type == STRING
+                         for p in msg.params[1 if msg.takes_session else 0:])
+        self.removed = msg.state == "Removed_s"
 
 
 class Context:
@@ -120,59 +134,76 @@ class Dispatcher:
         """Run one call; returns the result value or raises ApiError.
         State-changing calls are written to the audit log, whatever their outcome."""
         entry = self.app.audit.start(self, method, params)
-        if entry is None:
-            return await self._run(method, params)
         try:
-            result = await self._run(method, params)
+            if method == "system.listMethods":  # introspection, no session (Xen Orchestra uses it)
+                result = self.list_methods()
+            else:
+                route, session, args, is_async = self._prepare(method, params)
+                if is_async:
+                    result = self.app.tasks.start_async(route, session, args)
+                else:
+                    store = self.app.store
+                    try:
+                        result = route.handler(Context(self.app, session, None, route.message), args)
+                        if route.is_coroutine:
+                            result = await result
+                    finally:
+                        if store.dirty:  # durable before the reply leaves; one commit per burst
+                            await store.durable()
         except Exception as e:
-            entry.finish(e)
+            if entry is not None:
+                entry.finish(e)
             raise
-        entry.finish(None, result)
+        if entry is not None:
+            entry.finish(None, result)
         return result
 
-    async def _run(self, method: str, params: list):
-        if method == "system.listMethods":  # introspection, no session (Xen Orchestra uses it)
-            return self.list_methods()
+    def _prepare(self, method: str, params: list):
+        """Every check before the handler: (route, session, converted args, is_async).
+        A plain function, not a coroutine: most calls never wait, and each coroutine level
+        on the way costs every call."""
         route, is_async = self._look_up(method)
         msg = route.message
-        self._check_arity(method, msg, params)
         if msg.takes_session:
+            if len(params) != route.n_args + 1:
+                self._check_arity(method, msg, params)
             session = self.app.sessions.check(params[0])
-            self.app.rbac.check(session, msg)
+            self.app.rbac.check_permission(session, route.permission)
             params = params[1:]
             start = 1
         else:
+            if len(params) != route.n_args:
+                self._check_arity(method, msg, params)
             session = None
             start = 0
-        args = self._convert(msg, params, start)
+        if route.plain and len(params) == route.n_args:
+            for v in params:  # (most calls: strings and refs, as they came)
+                if type(v) is not str:
+                    params = self._convert(msg, params, start)
+                    break
+            args = params
+        else:
+            args = self._convert(msg, params, start)
         store = self.app.store
         for i, cls, null_ok in route.ref_checks:  # NULL only where the call means "none"
             ref = args[i] if i < len(args) else NULL_REF
             if ref not in store.tables.get(cls, ()) and not (null_ok and ref == NULL_REF):
                 if cls in store.tables:
                     raise ApiError("HANDLE_INVALID", cls, ref)
-        if is_async:
-            return self.app.tasks.start_async(route, session, args)
-        ctx = Context(self.app, session, None, msg)
-        try:
-            if route.is_coroutine:
-                return await route.handler(ctx, args)
-            return route.handler(ctx, args)
-        finally:
-            if store.dirty:  # durable before the reply leaves; one commit per burst of calls
-                await store.durable()
+        return route, session, args, is_async
 
     def list_methods(self) -> list[str]:
         names = [n for n, r in self.routes.items() if r.message.state != "Removed_s"]
         return sorted(names) + ["system.listMethods"]
 
     def _look_up(self, method: str):
-        is_async = method.startswith("Async.")
-        name = method[6:] if is_async else method
-        route = self.routes.get(name)
+        route = self.routes.get(method)
+        is_async = route is None and method.startswith("Async.")
+        if is_async:
+            route = self.routes.get(method[6:])
         if route is None or (is_async and not route.async_ok):
             raise ApiError("MESSAGE_METHOD_UNKNOWN", method)
-        if route.message.state == "Removed_s":
+        if route.removed:
             raise ApiError("MESSAGE_REMOVED")
         return route, is_async
 

@@ -267,7 +267,9 @@ class Rbac:
         self._denial: dict[str, tuple[str, str]] = {}
 
     def check(self, session: str, msg: Message) -> None:
-        permission = msg.wire_name.lower()
+        self.check_permission(session, msg.wire_name.lower())
+
+    def check_permission(self, session: str, permission: str) -> None:
         if not self.app.sessions.permitted(session, permission):
             raise ApiError("RBAC_PERMISSION_DENIED", *self.denial(permission))
 
