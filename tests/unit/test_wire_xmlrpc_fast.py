@@ -76,6 +76,8 @@ def test_plain_calls_take_the_fast_path(body):
     b"<methodCall><methodName>a</methodName><params><param><value><int>1</int></value></param></params></methodCall>",
     b"<methodCall><methodName>a</methodName><params><param><value>a\rb</value></param></params></methodCall>",
     b"<methodCall><methodName>a</methodName><params><param><value>\x01</value></param></params></methodCall>",
+    b"<methodCall><methodName>a</methodName><params><param><value>a\tb</value></param></params></methodCall>",
+    b"<methodCall><methodName>a</methodName><params><param><value>a]]>b</value></param></params></methodCall>",
     b"<methodCall><methodName>a</methodName><params><param><value>\xff</value></param></params></methodCall>",
     b"<methodCall><methodName>a</methodName><params><param><value>\xef\xbf\xbe</value></param></params></methodCall>",
     b" <?xml version=\"1.0\"?><methodCall><methodName>a</methodName></methodCall>",
