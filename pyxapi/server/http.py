@@ -35,6 +35,7 @@ REQUEST_TIMEOUT = float(os.environ.get("PYXAPI_REQUEST_TIMEOUT", "30"))
 MAX_HEAD = 1 << 20  # bytes of request line and headers (httptools buffers them unbounded)
 _NOTED = frozenset((b"content-type", b"content-length", b"expect"))  # headers acted on
 _COPY_MAX = 1 << 16  # bytes of reply body copied behind the head, to leave in one write
+_SEND_BATCH = 32  # replies queued before they are written out (see HttpServer.send)
 
 _XML = b"text/xml"
 _JSON = b"application/json"
@@ -82,6 +83,33 @@ class HttpServer:
         self.dispatcher = app.dispatcher
         self.asgi = asgi
         self.connections: set[HttpProtocol] = set()
+        self.outbox: list = []  # (transport, reply, close after) not yet written: see send
+
+    def send(self, transport, out, close: bool) -> None:
+        """Queue a reply; the queue is written out when it holds _SEND_BATCH replies, and
+        at the end of this turn of the event loop. Replies written back to back wake each
+        client process once for many of its sockets rather than once per socket: the
+        wake-ups were most of the server's cost of answering 200 parked event.from
+        watchers at once (about 25% less server CPU per watcher, measured by bench/events.py).
+        A reply waits at most for the rest of its batch; order on a connection is kept."""
+        outbox = self.outbox
+        if not outbox:
+            asyncio.get_running_loop().call_soon(self._flush)
+        outbox.append((transport, out, close))
+        if len(outbox) >= _SEND_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        batch, self.outbox = self.outbox, []
+        for transport, out, close in batch:
+            if transport.is_closing():
+                continue
+            if type(out) is tuple:
+                transport.writelines(out)
+            else:
+                transport.write(out)
+            if close:
+                transport.close()
 
     def protocol_factory(self, scheme: str):
         return lambda: HttpProtocol(self, scheme)
@@ -97,6 +125,7 @@ class HttpServer:
 
     async def shutdown(self, grace: float = 5.0) -> None:
         """Close idle connections now, busy ones after their reply (or after `grace` s)."""
+        self._flush()  # replies already made go out first
         for conn in list(self.connections):
             conn.close_when_idle()
         deadline = time.monotonic() + grace
@@ -233,8 +262,7 @@ class HttpProtocol(asyncio.Protocol):
     def _start(self, req: _Request | None) -> None:
         """Serve `req`, then the requests queued behind it, each run at once in this callback:
         most calls (getters) never wait, and so need no task and no turn of the event loop
-        (a task per request cost about a tenth of a getter). A call that does wait goes on
-        as a task, which takes up the queue when it ends."""
+        (a task per request cost about a tenth of a getter)."""
         while req is not None:
             self.busy = True
             serving = self._serve(req)
@@ -243,8 +271,27 @@ class HttpProtocol(asyncio.Protocol):
             except StopIteration as done:
                 req = self._next() if done.value else None
             else:
-                self.loop.create_task(self._go_on(serving, waiting))
+                self._wait(serving, waiting)
                 return
+
+    def _wait(self, serving, waiting) -> None:
+        """The call waits, most often for the commit of its writes: it goes on inside the
+        callback of what it waits for, so a write's reply leaves as soon as its commit is
+        done, before the replies of the readers that commit woke. A call that waits again
+        goes on as a task, which takes up the queue when it ends."""
+        if asyncio.isfuture(waiting):
+            waiting._asyncio_future_blocking = False  # (taken over, as a task would)
+            waiting.add_done_callback(lambda _: self._go_on_now(serving))
+        else:  # a bare yield (asyncio.sleep(0))
+            self.loop.create_task(self._go_on(serving, waiting))
+
+    def _go_on_now(self, serving) -> None:
+        try:
+            waiting = serving.send(None)
+        except StopIteration as done:
+            self._start(self._next() if done.value else None)
+        else:
+            self.loop.create_task(self._go_on(serving, waiting))
 
     async def _go_on(self, serving, waiting) -> None:
         if await _resume(serving, waiting):
@@ -290,15 +337,9 @@ class HttpProtocol(asyncio.Protocol):
         transport = self.transport
         if transport.is_closing():
             return False
-        if type(out) is tuple:
-            transport.writelines(out)
-        else:
-            transport.write(out)
+        self.server.send(transport, out, not keep_alive)
         self.last_active = time.monotonic()
-        if not keep_alive:
-            transport.close()
-            return False
-        return True
+        return keep_alive
 
     async def _asgi(self, req: _Request, keep_alive: bool) -> tuple[bytes, bool]:
         """Run a non-RPC request through the ASGI app; the reply is buffered."""
