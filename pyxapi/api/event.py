@@ -137,7 +137,7 @@ async def _wait(ctx, subs: Subs, seen: int, timeout: float) -> bool:
 _shared: dict = {}  # (store id, generation, token's generation, Subs) -> reply
 
 
-@action("event.from")
+@action("event.from", inline=True)
 async def event_from(ctx, classes, token, timeout):
     store = ctx.store
     since = parse_token(token)
@@ -228,7 +228,7 @@ def unregister(ctx, classes):
     reg.specs = [c for c in reg.specs if c not in gone]
 
 
-@action("event.next")
+@action("event.next", inline=True)
 async def next_events(ctx):
     """Block until something registered for changes; events since the last call."""
     reg = _registrations.get(ctx.session)

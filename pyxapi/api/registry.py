@@ -7,8 +7,12 @@ import pkgutil
 ACTIONS: dict[str, object] = {}
 
 
-def action(*names: str):
+def action(*names: str, inline: bool = False):
+    """Register fn for `names`. A coroutine action runs as a task of its own (libraries such
+    as httpx need one), unless `inline`: it waits only on the store's futures, and runs in
+    the request's own callbacks (event.from, with hundreds parked and woken at once)."""
     def register(fn):
+        fn.inline = inline
         for name in names:
             if name in ACTIONS:
                 raise RuntimeError(f"two actions for {name}")

@@ -275,7 +275,7 @@ async def call_host_plugin(ctx, vm, plugin, fn, args):
     if route is None or not route.implemented:
         raise ApiError("XENAPI_MISSING_PLUGIN", plugin)
     result = route.handler(ctx, [ctx.app.host_ref, plugin, fn, args])
-    return await result if asyncio.iscoroutine(result) else result
+    return await result if route.is_coroutine else result
 
 
 # xapi answers these itself with NOT_IMPLEMENTED and the message's short name

@@ -84,6 +84,8 @@ def build_routes(model: Model) -> dict[str, Route]:
             fn = actions.get(name)
             if fn is not None:
                 handler, is_coro = _adapt(fn), inspect.iscoroutinefunction(fn)
+                if is_coro and not fn.inline:
+                    handler = _in_own_task(handler)
                 implemented = True
             else:
                 handler = generic_handler(c, msg)
@@ -115,6 +117,15 @@ def _adapt(fn):
         def call(ctx, args):
             return fn(ctx, *args)
     return call
+
+
+def _in_own_task(call):
+    """The action as a task of its own. A request's first steps run in the connection's
+    callbacks, outside any task (server/http.py), where libraries that look up the current
+    task (httpx through anyio) would fail."""
+    def start(ctx, args):
+        return asyncio.get_running_loop().create_task(call(ctx, args))
+    return start
 
 
 def _not_implemented(name):
@@ -167,8 +178,7 @@ class Dispatcher:
         if msg.takes_session:
             if len(params) != route.n_args + 1:
                 self._check_arity(method, msg, params)
-            session = self.app.sessions.check(params[0])
-            self.app.rbac.check_permission(session, route.permission)
+            session = self.app.sessions.check(params[0], route.permission)
             params = params[1:]
             start = 1
         else:
