@@ -47,6 +47,9 @@ class Live:
     stamped: float  # when last_active was last written
     validated: float
 
+    def allows(self, permission: str) -> bool:
+        return self.superuser or permission in self.permissions
+
 
 class Throttle:
     """Failed logins slow down the following ones: each failure for a user or from an
@@ -108,7 +111,9 @@ class Sessions:
 
     # ---- the check every call makes --------------------------------------------------------
 
-    def check(self, ref) -> str:
+    def check(self, ref, permission: str | None = None) -> str:
+        """The session, if valid, and (given `permission`) allowed the call: RBAC's check
+        made here, where the session is already in hand."""
         live = self.live.get(ref) if type(ref) is str else None
         if live is None or ref not in self.app.store.tables["session"]:
             raise ApiError("SESSION_INVALID", ref if type(ref) is str else "")
@@ -122,6 +127,8 @@ class Sessions:
         if t - live.stamped > STAMP_INTERVAL:
             live.stamped = t
             self.app.store.update("session", ref, {"last_active": now()})
+        if permission is not None and not live.allows(permission):
+            raise ApiError("RBAC_PERMISSION_DENIED", *self.app.rbac.denial(permission))
         return ref
 
     def _revalidate(self, ref: str, live: Live, t: float) -> None:
@@ -248,8 +255,7 @@ class Sessions:
 
     # Asked about a session `check` has just let through, so it is live.
     def permitted(self, ref: str, permission: str) -> bool:
-        live = self.live[ref]
-        return live.superuser or permission in live.permissions
+        return self.live[ref].allows(permission)
 
     def role(self, ref: str) -> str:
         """The session's highest role (the superuser is pool-admin)."""
@@ -267,9 +273,7 @@ class Rbac:
         self._denial: dict[str, tuple[str, str]] = {}
 
     def check(self, session: str, msg: Message) -> None:
-        self.check_permission(session, msg.wire_name.lower())
-
-    def check_permission(self, session: str, permission: str) -> None:
+        permission = msg.wire_name.lower()
         if not self.app.sessions.permitted(session, permission):
             raise ApiError("RBAC_PERMISSION_DENIED", *self.denial(permission))
 
