@@ -65,6 +65,7 @@ def test_mutated_bodies_agree_with_the_full_parser(junk, where, replace):
     x.encode_call("session.login_with_password", ["root", "pässword"]),
     b"<methodCall><methodName>pool.get_all</methodName></methodCall>",
     b"<methodCall><methodName>pool.get_all</methodName><params></params></methodCall>",
+    xmlrpc.client.dumps(("tab\there", "line\nbreak", "[::1]"), "VM.set_name_description").encode(),
 ])
 def test_plain_calls_take_the_fast_path(body):
     fast = x._parse_fast(body)
@@ -76,7 +77,6 @@ def test_plain_calls_take_the_fast_path(body):
     b"<methodCall><methodName>a</methodName><params><param><value><int>1</int></value></param></params></methodCall>",
     b"<methodCall><methodName>a</methodName><params><param><value>a\rb</value></param></params></methodCall>",
     b"<methodCall><methodName>a</methodName><params><param><value>\x01</value></param></params></methodCall>",
-    b"<methodCall><methodName>a</methodName><params><param><value>a\tb</value></param></params></methodCall>",
     b"<methodCall><methodName>a</methodName><params><param><value>a]]>b</value></param></params></methodCall>",
     b"<methodCall><methodName>a</methodName><params><param><value>\xff</value></param></params></methodCall>",
     b"<methodCall><methodName>a</methodName><params><param><value>\xef\xbf\xbe</value></param></params></methodCall>",
