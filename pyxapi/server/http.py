@@ -37,6 +37,7 @@ _NOTED = frozenset((b"content-type", b"content-length", b"expect"))  # headers a
 _COPY_MAX = 1 << 16  # bytes of reply body copied behind the head, to leave in one write
 _SEND_BATCH = 32  # replies queued before they are written out (see HttpServer.send)
 
+_PATHS = {b"/": "/", b"/jsonrpc": "/jsonrpc"}  # the URLs of almost every call, as paths
 _XML = b"text/xml"
 _JSON = b"application/json"
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 405: b"Method Not Allowed",
@@ -318,7 +319,7 @@ class HttpProtocol(asyncio.Protocol):
                 keep_alive = False
             elif method == b"POST":
                 d = self.server.dispatcher
-                path = "/" if url == b"/" else httptools.parse_url(url).path.decode("latin-1")
+                path = _PATHS.get(url) or httptools.parse_url(url).path.decode("latin-1")
                 if is_jsonrpc(path, content_type):
                     body, ctype = await d.handle_jsonrpc(body), _JSON
                 else:
