@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import pathlib
 import subprocess
+import xmlrpc.client
 
 from bench import wrk
-from bench.common import PYTHON, Client, json_body, start_module, start_pyxapi, xml_body
+from bench.common import PYTHON, Client, json_body, start_module, start_pyxapi
 from bench.fixture import build
 
 
@@ -52,7 +53,8 @@ def run(workdir: pathlib.Path, *, connections: int, duration: float, rounds: int
         session = client.login()
         vm = next(r for r in client.call("VM.get_all", session)
                   if client.call("VM.get_name_label", session, r) == "bench VM 0")
-        xml = xml_body("VM.get_name_label", [session, vm])
+        # the body XenAPI.py sends (xmlrpc.client's layout)
+        xml = xmlrpc.client.dumps((session, vm), "VM.get_name_label").encode()
         jsn = json_body("VM.get_name_label", [session, vm])
         _check(client, xml)
         _check(client, jsn, "/jsonrpc", "application/json")
