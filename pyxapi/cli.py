@@ -74,7 +74,6 @@ def serve(args) -> int:
 
     from .server.app import App
     from .server.listen import Listener, parse_hostport, serve as run
-    from .server.tls import ensure_certificate, fingerprint
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     state_dir = pathlib.Path(args.state_dir).resolve()
@@ -87,6 +86,8 @@ def serve(args) -> int:
     app.sessions.configure(timeout=args.session_timeout, max_per_group=args.max_sessions)
     tls_files = None
     if any(lst.kind == "https" for lst in listeners):
+        from .server.tls import ensure_certificate  # only for HTTPS: cryptography is slow to import
+
         if args.tls_cert and args.tls_key:
             tls_files = (pathlib.Path(args.tls_cert), pathlib.Path(args.tls_key))
         else:
@@ -99,6 +100,8 @@ def serve(args) -> int:
         for lst in lsts:
             print(f"listening: {lst.url}", flush=True)
         if tls_files:
+            from .server.tls import fingerprint
+
             print(f"TLS certificate SHA-256 fingerprint: {fingerprint(tls_files[0])}", flush=True)
         if generated:
             print(f"user: root  password: {generated}  (generated now, shown once)", flush=True)

@@ -13,9 +13,6 @@ import re
 import socket
 import urllib.parse
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-
 from ..db.store import NULL, new_uuid, now
 from ..errors import ApiError
 from ..model.values import EPOCH
@@ -241,6 +238,8 @@ def _valid_name(name: str) -> bool:
 
 
 def _load_cert(text: str):
+    from cryptography import x509  # here, not at import: the server's start does not wait on it
+
     try:
         return x509.load_pem_x509_certificate(text.encode())
     except ValueError:
@@ -248,6 +247,8 @@ def _load_cert(text: str):
 
 
 def _fingerprints(cert) -> dict:
+    from cryptography.hazmat.primitives import hashes
+
     def colon(h):
         return ":".join(f"{b:02X}" for b in cert.fingerprint(h))
 
@@ -374,6 +375,8 @@ def crl_install(ctx, name, cert):
         raise ApiError("CRL_NAME_INVALID", name)
     if name in crls.names():
         raise ApiError("CRL_ALREADY_EXISTS", name)
+    from cryptography import x509
+
     try:
         x509.load_pem_x509_crl(cert.encode())
     except ValueError:

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from .asgi import make_asgi
 from .http import HttpServer
-from .tls import server_context
 
 log = logging.getLogger("pyxapi")
 
@@ -54,7 +53,10 @@ async def serve(app, listeners: list[Listener], tls_files=None, ready=None) -> N
                                                        backlog=2048)
                 os.chmod(lst.path, 0o600)
             else:
-                ssl = server_context(*tls_files) if lst.kind == "https" else None
+                ssl = None
+                if lst.kind == "https":  # imported here: cryptography is slow to import
+                    from .tls import server_context
+                    ssl = server_context(*tls_files)
                 server = await loop.create_server(http.protocol_factory(lst.kind), lst.host, lst.port,
                                                   ssl=ssl, backlog=2048)
         except OSError as e:
