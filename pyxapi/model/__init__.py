@@ -87,24 +87,27 @@ def load() -> Model:
     for c in raw:
         for name, values in c["enums"].items():
             enums[name] = frozenset(values)
+    # types are immutable and their texts repeat (thousands of "string", "VM ref", ...): each
+    # text is parsed once
+    parse = functools.cache(lambda text: parse_type(text, enums))
     classes = {}
     for c in raw:
         fields = {}
         for f in c["fields"]:
             if f["state"] == "Removed_s":
                 continue
-            t = parse_type(f["type"], enums)
+            t = parse(f["type"])
             has_default = "default" in f
             default = parse_default(t, f["default"]) if has_default else type_default(t)
             fields[f["name"]] = Field(f["name"], t, f["qualifier"], default, has_default, f["state"])
         messages = {}
         for m in c["messages"]:
-            params = [Param(p["name"], parse_type(p["type"], enums), p["required"]) for p in m["params"]]
+            params = [Param(p["name"], parse(p["type"]), p["required"]) for p in m["params"]]
             msg = Message(
                 cls=c["name"],
                 name=m["name"],
                 params=params,
-                result=parse_type(m["result"], enums),
+                result=parse(m["result"]),
                 errors=m["errors"],
                 roles=frozenset(m["roles"]),
                 implicit=m["implicit"],
