@@ -72,7 +72,8 @@ class Store:
         # (class, ref) -> (generation, operation), oldest first: what event.from reads
         self.changes: dict[tuple[str, str], tuple[int, str]] = {}
         # (class, ref) -> generation of its creation, kept with its `changes` entry, so that
-        # event.from can tell "created since your token" (an add, or nothing if also deleted)
+        # event.from can tell "created since your token" (an add, or nothing if also deleted);
+        # none for the rows loaded at start, whose creation counts as generation 0
         self.born: dict[tuple[str, str], int] = {}
         # changes at or below this generation may be forgotten (tombstones pruned, or from
         # before a restart): a reader from an older token has lost events
@@ -386,7 +387,7 @@ class Store:
             self.tables[cls][ref] = row
             if "uuid" in row:
                 self.uuids[cls][row["uuid"]] = ref
-        changes, born = self.changes, self.born
+        changes = self.changes
         for cls, table in self.tables.items():
             links = [(name, self.derived[pair]) for name, pair in self.model.classes[cls].links.items()]
             for ref, row in table.items():
@@ -394,9 +395,7 @@ class Store:
                     target = row.get(name)
                     if target and target != NULL:
                         index.setdefault(target, []).append(ref)
-                key = (cls, ref)
-                changes[key] = (0, "add")
-                born[key] = 0
+                changes[(cls, ref)] = (0, "add")
         self.generation = generation
         self.horizon = generation  # what was deleted before the restart is not known
 
