@@ -22,9 +22,11 @@ NO_EVENTS = frozenset({"session", "VTPM"})
 MAX_TIMEOUT = 1e6  # seconds; longer waits would overflow the event loop's timers
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Subs:
-    """Parsed subscriptions: whole classes, single objects, or everything."""
+    """Parsed subscriptions: whole classes, single objects, or everything. Compared by
+    identity: parse_subs hands out one object per distinct list of specs, so the replies
+    shared between watchers (_shared) are found by a cheap look-up."""
     all: bool
     classes: frozenset  # model class names
     objects: frozenset  # (model class name, ref)
@@ -55,8 +57,22 @@ def _class_names(store) -> dict[str, str]:
     return names
 
 
+_parsed: dict[tuple, Subs] = {}  # specs -> Subs (at most _MAX_PARSED kept)
+_MAX_PARSED = 4096
+
+
 def parse_subs(store, specs: list[str]) -> Subs:
     """`*`, a class name or `class/ref`, case-insensitive; an unknown class is an error."""
+    key = (id(store.model), *specs)
+    subs = _parsed.get(key)
+    if subs is None:
+        subs = _parse_subs(store, specs)
+        if len(_parsed) < _MAX_PARSED:
+            _parsed[key] = subs
+    return subs
+
+
+def _parse_subs(store, specs: list[str]) -> Subs:
     names = _class_names(store)
     every, classes, objects = False, set(), set()
     for spec in specs:
