@@ -61,6 +61,34 @@ def test_keep_alive_and_pipelined_calls_are_answered_in_order(server):
     s.close()
 
 
+def test_pipelined_calls_that_wait_are_answered_in_order(server):
+    """Calls that wait (a write waits for its commit, event.from for its timeout) go on
+    later than getters that do not: their replies must still come in the order asked,
+    each call seeing the writes of those before it, the last one closing the connection."""
+    s = _connect(server)
+    f = s.makefile("rb")
+    s.sendall(_post(_login_body()))
+    ref = xmlrpc.client.loads(_read_reply(f)[2])[0][0]["Value"]
+    s.sendall(_post(wire.encode_call("VM.get_all", [ref])))
+    vm = xmlrpc.client.loads(_read_reply(f)[2])[0][0]["Value"][0]
+    s.sendall(_post(wire.encode_call("event.from", [ref, ["VM"], "", 0])))
+    token = xmlrpc.client.loads(_read_reply(f)[2])[0][0]["Value"]["token"]
+    calls = [("event.from", [ref, ["VM"], token, 0.3]),  # waits its whole timeout: nothing
+             ("VM.set_name_description", [ref, vm, "first"]),  # has changed before it
+             ("VM.get_name_description", [ref, vm]),
+             ("VM.set_name_description", [ref, vm, "second"]),
+             ("VM.get_name_description", [ref, vm])]
+    s.sendall(b"".join(_post(wire.encode_call(m, p)) for m, p in calls)
+              + _post(wire.encode_call("VM.get_name_description", [ref, vm]), version="1.0"))
+    values = [xmlrpc.client.loads(_read_reply(f)[2])[0][0]["Value"] for _ in range(len(calls) + 1)]
+    assert values[0]["events"] == []
+    assert values[1] == values[3] == ""
+    assert values[2] == "first"
+    assert values[4] == values[5] == "second"
+    assert f.read() == b""  # closed after the HTTP/1.0 call's reply
+    s.close()
+
+
 def test_http_1_0_is_answered_and_closed(server):
     s = _connect(server)
     f = s.makefile("rb")
