@@ -110,13 +110,9 @@ def build_routes(model: Model) -> dict[str, Route]:
 
 
 def _adapt(fn):
-    if inspect.iscoroutinefunction(fn):
-        async def call(ctx, args):
-            return await fn(ctx, *args)
-    else:
-        def call(ctx, args):
-            return fn(ctx, *args)
-    return call
+    """(ctx, args) → fn(ctx, *args): for a coroutine function, the coroutine itself (no
+    coroutine level of its own between the pipeline and the action)."""
+    return lambda ctx, args: fn(ctx, *args)
 
 
 def _in_own_task(call):
