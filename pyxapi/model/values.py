@@ -93,64 +93,97 @@ def parse_datetime(text: str) -> _dt.datetime:
 
 def from_wire(t: Type, v, name: str):
     """Check a decoded value against type `t`; `name` is the parameter for errors."""
-    match t:
-        case Prim("string"):
-            if type(v) is str:
-                return v
-        case Ref():
-            if type(v) is str:
-                return v
-        case Prim("int"):
-            # Xen-API ints are int64: anything larger could not be stored or sent back
-            if type(v) is str and len(v) < 32 and _INT_RE.match(v.strip()):
-                v = int(v)
-            if type(v) is int and -(1 << 63) <= v < (1 << 63):
-                return v
-        case Prim("bool"):
-            if type(v) is bool:
-                return v
-            if type(v) is str and v.lower() in ("true", "false"):
-                return v.lower() == "true"
-        case Prim("float"):
-            if type(v) in (float, int):
-                return float(v)
-            if type(v) is str:
-                try:
-                    return float(v)
-                except ValueError:
-                    pass
-        case Prim("datetime"):
-            if isinstance(v, _dt.datetime):
-                return v.replace(tzinfo=None)
-            if type(v) is str:
-                try:
-                    return parse_datetime(v)
-                except ValueError:
-                    pass
-        case Enum(_, values):
-            if type(v) is str:
-                if v in values or not values:
-                    return v
-                # xapi matches enum names case-insensitively on input
-                for allowed in values:
-                    if allowed.lower() == v.lower():
-                        return allowed
-                raise ApiError("INVALID_VALUE", name, v)
-        case Set(elem):
-            if type(v) is list:
-                return [from_wire(elem, x, name) for x in v]
-        case Map(key, value):
-            if type(v) is dict:
-                return {_map_key(key, k, name): from_wire(value, x, name) for k, x in v.items()}
-        case Option(elem):
-            # None travels as Void, the empty string, in XML-RPC
-            return None if v is None or v == "" else from_wire(elem, v, name)
-        case Record(cls):
-            if type(v) is dict:
-                return _record(cls, v)
-        case Prim("void"):
-            return None
+    return _FROM_WIRE[type(t)](t, v, name)  # (one look-up, not a match over every type)
+
+
+def _wrong(name: str):
     raise ApiError("FIELD_TYPE_ERROR", name)
+
+
+def _string(t, v, name):  # strings and refs
+    return v if type(v) is str else _wrong(name)
+
+
+def _int(t, v, name):
+    # Xen-API ints are int64: anything larger could not be stored or sent back
+    if type(v) is str and len(v) < 32 and _INT_RE.match(v.strip()):
+        v = int(v)
+    if type(v) is int and -(1 << 63) <= v < (1 << 63):
+        return v
+    return _wrong(name)
+
+
+def _bool(t, v, name):
+    if type(v) is bool:
+        return v
+    if type(v) is str and v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    return _wrong(name)
+
+
+def _float(t, v, name):
+    if type(v) in (float, int):
+        return float(v)
+    if type(v) is str:
+        try:
+            return float(v)
+        except ValueError:
+            pass
+    return _wrong(name)
+
+
+def _datetime(t, v, name):
+    if isinstance(v, _dt.datetime):
+        return v.replace(tzinfo=None)
+    if type(v) is str:
+        try:
+            return parse_datetime(v)
+        except ValueError:
+            pass
+    return _wrong(name)
+
+
+_PRIM_FROM_WIRE = {"string": _string, "int": _int, "bool": _bool, "float": _float,
+                   "datetime": _datetime, "void": lambda t, v, name: None}
+
+
+def _enum(t, v, name):
+    if type(v) is not str:
+        return _wrong(name)
+    values = t.values
+    if v in values or not values:
+        return v
+    # xapi matches enum names case-insensitively on input
+    for allowed in values:
+        if allowed.lower() == v.lower():
+            return allowed
+    raise ApiError("INVALID_VALUE", name, v)
+
+
+def _set(t, v, name):
+    if type(v) is not list:
+        return _wrong(name)
+    check = _FROM_WIRE[type(t.elem)]
+    return [check(t.elem, x, name) for x in v]
+
+
+def _map(t, v, name):
+    if type(v) is not dict:
+        return _wrong(name)
+    return {_map_key(t.key, k, name): from_wire(t.value, x, name) for k, x in v.items()}
+
+
+def _option(t, v, name):
+    # None travels as Void, the empty string, in XML-RPC
+    return None if v is None or v == "" else from_wire(t.elem, v, name)
+
+
+def _record_value(t, v, name):
+    return _record(t.cls, v) if type(v) is dict else _wrong(name)
+
+
+_FROM_WIRE = {Prim: lambda t, v, name: _PRIM_FROM_WIRE[t.name](t, v, name), Ref: _string,
+              Enum: _enum, Set: _set, Map: _map, Option: _option, Record: _record_value}
 
 
 def _map_key(key_type: Type, k, name: str) -> str:
