@@ -69,11 +69,13 @@ def test_pipelined_calls_that_wait_are_answered_in_order(server):
     f = s.makefile("rb")
     s.sendall(_post(_login_body()))
     ref = xmlrpc.client.loads(_read_reply(f)[2])[0][0]["Value"]
-    s.sendall(_post(wire.encode_call("VM.get_all", [ref])))
-    vm = xmlrpc.client.loads(_read_reply(f)[2])[0][0]["Value"][0]
-    s.sendall(_post(wire.encode_call("event.from", [ref, ["VM"], "", 0])))
+    s.sendall(_post(wire.encode_call("VM.get_all_records", [ref])))
+    records = xmlrpc.client.loads(_read_reply(f)[2])[0][0]["Value"]
+    vm = next(r for r, rec in records.items() if rec["is_a_template"])  # never changes alone
+    watched = [f"VM/{vm}"]  # (only this VM: nothing else running here can wake the call)
+    s.sendall(_post(wire.encode_call("event.from", [ref, watched, "", 0])))
     token = xmlrpc.client.loads(_read_reply(f)[2])[0][0]["Value"]["token"]
-    calls = [("event.from", [ref, ["VM"], token, 0.3]),  # waits its whole timeout: nothing
+    calls = [("event.from", [ref, watched, token, 0.3]),  # waits its whole timeout: nothing
              ("VM.set_name_description", [ref, vm, "first"]),  # has changed before it
              ("VM.get_name_description", [ref, vm]),
              ("VM.set_name_description", [ref, vm, "second"]),
