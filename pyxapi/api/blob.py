@@ -117,7 +117,7 @@ async def serve(app, method: str, query: bytes, body: bytes) -> tuple[int, bytes
             return 401, b"text/plain", b"a valid session_id is required\n"
         if method == "PUT":  # writing needs the rights of making a blob (xapi: VM power admin)
             try:
-                app.rbac.check(session, app.model.message("VM.create_new_blob"))
+                app.sessions.check(session, app.dispatcher.routes["VM.create_new_blob"].permission)
             except ApiError as e:
                 return 403, b"text/plain", ("%s %s\n" % (e.code, " ".join(e.params))).encode()
     content = _Content(app)

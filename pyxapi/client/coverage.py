@@ -27,7 +27,7 @@ def classify() -> dict[str, dict[str, list[str]]]:
         kinds = {"hand-written": [], "generic": [], "not yet": []}
         for mname in sorted(model.classes[cname].messages):
             route = routes[f"{cname}.{mname}"]
-            if route.message.state == "Removed_s":
+            if route.removed:
                 continue
             if f"{cname}.{mname}" in actions:
                 kinds["hand-written"].append(mname)

@@ -17,7 +17,7 @@ from ..api.registry import load_all
 from ..errors import ApiError
 from ..model import Message, Model
 from ..model.nulls import accepts_null, check_table
-from ..model.types import Prim, Ref
+from ..model.types import STRING, Ref
 from ..model.values import NULL_REF, from_wire, type_default
 from ..wire import Shared, jsonrpc, xmlrpc
 
@@ -26,7 +26,6 @@ log = logging.getLogger("pyxapi.dispatch")
 # Classes whose messages have no Async form (the spec), plus event's long-polls.
 NO_ASYNC_CLASSES = frozenset({"session", "task", "event"})
 GENERATED_PREFIXES = ("get_", "set_", "add_", "remove_")
-STRING = Prim("string")
 
 
 @dataclass(slots=True)
@@ -199,7 +198,7 @@ class Dispatcher:
         return route, session, args, is_async
 
     def list_methods(self) -> list[str]:
-        names = [n for n, r in self.routes.items() if r.message.state != "Removed_s"]
+        names = [n for n, r in self.routes.items() if not r.removed]
         return sorted(names) + ["system.listMethods"]
 
     def _look_up(self, method: str):

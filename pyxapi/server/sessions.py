@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 from ..db.store import NULL, now
 from ..errors import ApiError
-from ..model import Message
 from .audit import peer
 
 log = logging.getLogger("pyxapi.sessions")
@@ -253,10 +252,6 @@ class Sessions:
 
     # ---- what a session may do -------------------------------------------------------------
 
-    # Asked about a session `check` has just let through, so it is live.
-    def permitted(self, ref: str, permission: str) -> bool:
-        return self.live[ref].allows(permission)
-
     def role(self, ref: str) -> str:
         """The session's highest role (the superuser is pool-admin)."""
         live = self.live[ref]
@@ -266,16 +261,12 @@ class Sessions:
 
 
 class Rbac:
-    """A call needs the permission named after it; the error says which roles have it."""
+    """A call needs the permission named after it (Sessions.check checks it); the error
+    says which roles have it."""
 
     def __init__(self, app):
         self.app = app
         self._denial: dict[str, tuple[str, str]] = {}
-
-    def check(self, session: str, msg: Message) -> None:
-        permission = msg.wire_name.lower()
-        if not self.app.sessions.permitted(session, permission):
-            raise ApiError("RBAC_PERMISSION_DENIED", *self.denial(permission))
 
     def denial(self, permission: str) -> tuple[str, str]:
         got = self._denial.get(permission)
